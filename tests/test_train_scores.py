@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from ood_lib.config import ClassifierConfig
+from ood_lib.losses import kl_to_uniform, outlier_exposure
+from ood_lib.scores import KNNScorer, energy, msp
+from ood_lib.train import train_classifier
+
+
+def test_kl_to_uniform_zero_for_uniform_and_hand_value():
+    assert kl_to_uniform(torch.full((3, 5), 2.7)).item() == pytest.approx(0.0, abs=1e-7)
+    # p = (1/4, 3/4): KL(U||p) = 0.5*ln(0.5/0.25) + 0.5*ln(0.5/0.75)
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    assert kl_to_uniform(logits).item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), rel=1e-6)
+
+
+def test_outlier_exposure_is_ce_plus_weighted_kl():
+    logits_id = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    logits_out = torch.tensor([[0.0, math.log(3.0)]])
+    ce = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(math.e / (math.e + 1))) / 2
+    kl = 0.5 * math.log(2) + 0.5 * math.log(2 / 3)
+    assert outlier_exposure(logits_id, labels, logits_out, 0.5).item() == pytest.approx(ce + 0.5 * kl, rel=1e-6)
+    assert outlier_exposure(logits_id, labels, None, 0.5).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_msp_and_energy_hand_values_and_sign():
+    logits = torch.tensor([[3.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # confident (ID-like), flat (OOD-like)
+    s = msp(logits)
+    assert s[0].item() == pytest.approx(-math.exp(3) / (math.exp(3) + 2))
+    assert s[1].item() == pytest.approx(-1 / 3)
+    e = energy(logits)
+    assert e[1].item() == pytest.approx(-(1 + math.log(3)))
+    assert s[1] > s[0]  # the flat row scores as more OOD
+
+
+def test_knn_equals_brute_force_kth_distance():
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(200, 16, generator=g), torch.randn(30, 16, generator=g)
+    got = KNNScorer(bank, k=7)(queries)
+    nb, nq = torch.nn.functional.normalize(bank, dim=1), torch.nn.functional.normalize(queries, dim=1)
+    ref = torch.cdist(nq, nb).sort(dim=1).values[:, 6]
+    torch.testing.assert_close(got.float(), ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError):
+        KNNScorer(bank, k=0)
+
+
+def _toy(n=48):
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    x[y == 1, :, :14] += 0.8
+    return x, y
+
+
+def test_classifier_resumes_the_same_loss_curve(tmp_path):
+    x, y = _toy()
+    cfg = ClassifierConfig(width=4, epochs=3, batch_size=16, outlier_batch_size=8)
+    out = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    full = train_classifier(x, y, 2, cfg, loss="oe", outliers=out, workdir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(x, y, 2, cfg, loss="oe", outliers=out, workdir=tmp_path / "b", stop_after_epochs=1)
+    resumed = train_classifier(x, y, 2, cfg, loss="oe", outliers=out, workdir=tmp_path / "b")
+    assert resumed["log"]["epoch"] == [1, 2, 3]
+    assert resumed["log"]["loss"] == pytest.approx(full["log"]["loss"], rel=1e-5)
+    for k, v in full["state"].items():
+        torch.testing.assert_close(resumed["state"][k], v, msg=k)
+
+
+def test_oe_needs_outliers_and_unknown_loss_is_named():
+    x, y = _toy(8)
+    with pytest.raises(ValueError, match="outlier"):
+        train_classifier(x, y, 2, ClassifierConfig(epochs=1), loss="oe")
+    with pytest.raises(KeyError, match="valid losses"):
+        train_classifier(x, y, 2, ClassifierConfig(epochs=1), loss="arcface")
