@@ -86,7 +86,7 @@ PROFILES = {
         ddpm=DDPMConfig(block_out_channels=(16, 32, 32), steps=30, batch_size=32,
                         warmup_steps=5, checkpoint_every=10),
         sd=SDConfig(S=200, stride=50, n_outliers=60, batch_size=60),
-        clf=ClassifierConfig(width=16, epochs=2, batch_size=32, outlier_batch_size=32),
+        clf=ClassifierConfig(width=16, epochs=4, batch_size=32, lr=3e-3, outlier_batch_size=32),
         knn_k=5,
     ),
 }
@@ -97,7 +97,11 @@ def get_profile(name: str, **overrides) -> Profile:
     e.g. ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields)."""
     if name not in PROFILES:
         raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
-    profile = PROFILES[name]
+    return override(PROFILES[name], **overrides)
+
+
+def override(profile: Profile, **overrides) -> Profile:
+    """A copy of ``profile`` with sections or fields replaced (see :func:`get_profile`)."""
     changes = {}
     for key, value in overrides.items():
         current = getattr(profile, key)  # AttributeError names the bad field
@@ -118,3 +122,14 @@ def config_hash(obj) -> str:
     """Stable 12-hex-digit hash of a config (key order and tuple/list do not matter)."""
     blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def describe(profile: Profile) -> str:
+    """One ``section.field = value`` line per setting of a profile."""
+    lines = [f"profile = {profile.name}"]
+    for key, value in to_dict(profile).items():
+        if isinstance(value, dict):
+            lines += [f"{key}.{k} = {v}" for k, v in value.items()]
+        elif key != "name":
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines)

@@ -162,8 +162,16 @@ def ddim_denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, labels: tor
     return x
 
 
-def sample_noise(shape, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator)
+@torch.no_grad()
+def sample(unet: UNet2DModel, labels: torch.Tensor, w: float = 3.0, stride: int = 20, seed: int = 0) -> torch.Tensor:
+    """Class-conditional samples in [0, 1] from pure noise (guided DDIM)."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = unet.config
+    x = torch.randn((len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g)
+    n_train = cfg.get("num_train_timesteps") or 1000
+    device = next(unet.parameters()).device
+    x = ddim_denoise(unet, x.to(device), n_train - stride, labels.to(device), w, stride)
+    return x.cpu().add(1).div(2).clamp(0, 1)
 
 
 def diffuse(x0: torch.Tensor, t: int, noise: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -176,5 +184,3 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["build_unet", "train_ddpm", "load_unet", "guided_eps", "ddim_denoise", "diffuse",
-           "ddim_scheduler", "noise_scheduler", "n_params"]

@@ -5,6 +5,7 @@ data -> ddpm -> sd_outliers -> classifier(loss, seed) -> evaluate -> report
 """
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 
@@ -12,7 +13,7 @@ import pandas as pd
 import torch
 
 from .artifacts import cached
-from .config import Profile, to_dict
+from .config import Profile, override, to_dict
 from .data import Benchmark, load_digits
 from .diffusion import load_unet, train_ddpm
 from .metrics import id_accuracy, ood_metrics
@@ -59,9 +60,13 @@ def sd_outliers(profile: Profile) -> dict:
 
 
 def classifier_key(profile: Profile, loss: str, seed: int) -> dict:
-    key = {"data": to_dict(profile.data), "clf": to_dict(profile.clf), "loss": loss, "seed": seed}
+    clf = to_dict(profile.clf)
+    key = {"data": to_dict(profile.data), "clf": clf, "loss": loss, "seed": seed}
     if GENERATOR_OF_LOSS[loss] == "sd":
         key["outliers"] = sd_key(profile)
+    else:  # settings that only outlier losses read do not change this model
+        for field in ("oe_lambda", "outlier_batch_size"):
+            clf.pop(field)
     return key
 
 
@@ -116,3 +121,14 @@ def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.D
                                  **ood_metrics(s["id"][score], ood_scores[score]),
                                  "ID_acc": s["id_acc"], "train_seconds": s["train_seconds"]})
     return pd.DataFrame(rows)
+
+
+def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe")) -> pd.DataFrame:
+    """Evaluate each setting of ``grid`` (profile overrides, e.g. ``{"sd": {"S": 200}}``) on the
+    validation splits (ID val vs digits 6-9 val): model selection never sees a test set."""
+    frames = []
+    for setting in grid:
+        df = evaluate(override(profile, **setting), losses=losses, split="val")
+        df.insert(0, "setting", json.dumps(setting, sort_keys=True))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)

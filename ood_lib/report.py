@@ -1,0 +1,143 @@
+"""Tidy results -> tables (Markdown, CSV) and figures (seaborn/matplotlib).
+
+Tables show percentages, mean ± std over seeds (just the mean for one seed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl")) else None
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from .artifacts import REPO_ROOT  # noqa: E402
+from .data import Benchmark  # noqa: E402
+
+METRICS = ("AUROC", "AUPR_In", "AUPR_Out", "FPR95", "ID_acc")
+
+
+def results_dir(profile_name: str) -> Path:
+    """``results/<profile>/`` in the repository (``results/smoke`` is git-ignored)."""
+    path = REPO_ROOT / "results" / profile_name
+    (path / "figures").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mean_std(values: pd.Series, digits: int = 1) -> str:
+    values = 100 * values.astype(float)
+    if len(values) < 2:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
+    """Rows loss × score, columns (OOD set, metric); cells mean ± std (%) over seeds.
+    OOD sets are ordered near first, then far, as they appear in ``df``."""
+    order = list(dict.fromkeys(df.sort_values("ood_group", key=lambda s: s != "near", kind="stable").ood_dataset))
+    cells = (df.groupby(["loss", "score", "ood_dataset"], sort=False)[list(metrics)]
+               .agg(mean_std).unstack("ood_dataset"))
+    cells = cells.swaplevel(0, 1, axis=1)
+    cells = cells.reindex(columns=pd.MultiIndex.from_product([order, list(metrics)]))
+    acc = df.groupby(["loss", "score"], sort=False)["ID_acc"].agg(mean_std)
+    cells[("ID", "acc")] = acc
+    return cells
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    flat = table.copy()
+    flat.columns = [f"{a} {b}" for a, b in flat.columns]
+    return flat.reset_index().to_markdown(index=False)
+
+
+def write_tables(df: pd.DataFrame, outdir: Path, title: str) -> Path:
+    """``metrics.csv`` (tidy, all seeds and metrics) and ``table.md`` (AUROC / FPR95)."""
+    df.to_csv(outdir / "metrics.csv", index=False, float_format="%.6f")
+    md = outdir / "table.md"
+    md.write_text(f"{title}\n\nAUROC and FPR@95TPR in %, ID test accuracy in %.\n\n"
+                  f"{to_markdown(summary_table(df))}\n")
+    return md
+
+
+def dataset_summary(bench: Benchmark) -> pd.DataFrame:
+    rows = [{"split": "id_" + k, "set": s.name, "group": s.group, "n": len(s),
+             "classes": "" if s.y is None else " ".join(map(str, sorted(set(s.y.tolist()))))}
+            for k, s in (("train", bench.id_train), ("val", bench.id_val), ("test", bench.id_test))]
+    for split, sets in (("ood_val", bench.ood_val), ("ood_test", bench.ood_test)):
+        rows += [{"split": split, "set": s.name, "group": s.group, "n": len(s),
+                  "classes": "" if s.y is None else " ".join(map(str, sorted(set(s.y.tolist()))))}
+                 for s in sets.values()]
+    return pd.DataFrame(rows)
+
+
+def image_grid(rows: dict, n: int = 10, path: Path | None = None, scale: float = 0.9):
+    """One row of ``n`` images per entry of ``rows`` (name -> tensor (N, C, H, W) in [0, 1])."""
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * scale, len(rows) * scale + 0.3), squeeze=False)
+    for r, (name, x) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(x):
+                ax.imshow(x[c].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def sd_grid(sd: dict, source_x: torch.Tensor, n: int = 10, path: Path | None = None):
+    """SD outliers beneath their source images, titled 'source label -> target class'."""
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.3), squeeze=False)
+    for c in range(n):
+        i = int(sd["source_index"][c])
+        for r, img in enumerate((source_x[i], sd["x"][c])):
+            axes[r, c].imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].axis("off")
+        axes[0, c].set_title(f"{int(sd['y_source'][c])}→{int(sd['y_target'][c])}", fontsize=8)
+    axes[0, 0].text(-4, 14, "source", ha="right", va="center", fontsize=8)
+    axes[1, 0].text(-4, 14, "SD", ha="right", va="center", fontsize=8)
+    fig.suptitle(f"SD outliers (S={sd['S']}, w={sd['w']}); title: source label → guidance class", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def score_histograms(scored: dict, path: Path | None = None, title: str = ""):
+    """Histograms per score: ID test vs each OOD set (from ``pipeline.score_sets``)."""
+    frames = []
+    for score, values in scored["id"].items():
+        frames.append(pd.DataFrame({"score": score, "set": "ID test", "value": values.numpy()}))
+        for name, s in scored["ood"].items():
+            frames.append(pd.DataFrame({"score": score, "set": name, "value": s[score].numpy()}))
+    data = pd.concat(frames, ignore_index=True)
+    g = sns.displot(data, x="value", hue="set", col="score", kind="hist", stat="density", common_norm=False,
+                    element="step", fill=False, facet_kws={"sharex": False, "sharey": False}, height=2.8)
+    g.figure.suptitle(title, y=1.03, fontsize=10)
+    if path is not None:
+        g.figure.savefig(path, dpi=110, bbox_inches="tight")
+    return g.figure
+
+
+def training_curves(logs: dict, key: str = "loss", path: Path | None = None):
+    """Line plot of a per-epoch (or per-step) log for several runs: name -> sequence."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, values in logs.items():
+        ax.plot(range(1, len(values) + 1), list(values), label=name)
+    ax.set_xlabel("step" if len(next(iter(logs.values()))) > 100 else "epoch")
+    ax.set_ylabel(key)
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%)."""
+    near = df[df.ood_group == "near"]
+    return (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score")

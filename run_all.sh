@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The one entry point: bootstrap .venv, then run the notebooks (papermill) or the tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+usage() {
+  cat <<'TXT'
+Usage: ./run_all.sh [--profile NAME] [--test] [--refresh-notebooks] [--help]
+
+  (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
+                       (default: digits); executed copies, tables and figures go to results/<profile>/
+  --profile NAME       smoke (minutes) | digits (default, about 20 min on 2 CPU cores)
+  --test               the test suite: unit tests + nbval of every notebook on the smoke profile
+  --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
+                       (their stored outputs are what nbval compares against)
+Environment: OOD_CACHE (artefact cache, default .cache/), OOD_DATA_ROOT (optional data,
+default ../shared/data), PYTHON (interpreter used to create .venv, default python3).
+TXT
+}
+
+profile=digits
+mode=run
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
+    --profile=*) profile="${1#*=}"; shift ;;
+    --test) mode=test; shift ;;
+    --refresh-notebooks) mode=refresh; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+# --- bootstrap: (re)install when pyproject.toml or constraints.txt changed
+venv=.venv
+stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "== bootstrapping $venv (first run: a few minutes)"
+  [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+
+case "$mode" in
+  test)
+    # Fresh artefact cache so the tests exercise every stage, removed afterwards.
+    OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1
+    trap 'rm -rf "$OOD_CACHE"' EXIT
+    python -m pytest -q tests --nbval-lax notebooks
+    ;;
+  refresh)
+    export TQDM_DISABLE=1
+    for nb in notebooks/[0-9][0-9]_*.ipynb; do
+      echo "== refreshing $nb (smoke)"
+      python - "$nb" <<'PY'
+import sys, nbclient, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+nbclient.NotebookClient(nb, kernel_name="python3", timeout=1800,
+                        resources={"metadata": {"path": "notebooks"}}).execute()
+nbformat.write(nb, sys.argv[1])
+PY
+    done
+    ;;
+  run)
+    export TQDM_DISABLE=1
+    out="results/$profile"
+    mkdir -p "$out/notebooks"
+    timings="$out/timings_last_run.tsv"
+    printf 'notebook\tseconds\n' > "$timings.tmp"
+    total_start=$(date +%s)
+    for nb in notebooks/[0-9][0-9]_*.ipynb; do
+      name="$(basename "$nb")"
+      echo "== $name (profile $profile)"
+      t0=$(date +%s)
+      papermill --cwd notebooks -k python3 -p profile "$profile" "$nb" "$out/notebooks/$name" \
+        --no-progress-bar --log-output \
+        || { echo "run_all.sh: $name failed; its executed copy is $out/notebooks/$name" >&2; exit 1; }
+      printf '%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$timings.tmp"
+    done
+    printf 'total\t%s\n' "$(( $(date +%s) - total_start ))" >> "$timings.tmp"
+    mv "$timings.tmp" "$timings"
+    echo "== done in $(( $(date +%s) - total_start )) s; tables and figures in $out/"
+    ;;
+esac
