@@ -19,21 +19,22 @@ def main(argv=None) -> None:
     sweep.add_argument("--S", type=int, nargs="+", default=[200, 400, 600])
     sweep.add_argument("--w", type=float, nargs="+", default=None)
     sweep.add_argument("--oe-lambda", type=float, nargs="+", default=None)
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
 
     profile = get_profile(args.profile)
     grid = [{"sd": {"S": S, "w": w}, "clf": {"oe_lambda": lam}}
             for S in args.S for w in (args.w or [profile.sd.w]) for lam in (args.oe_lambda or [profile.clf.oe_lambda])]
-    df = pipeline.validation_sweep(profile, grid)
+    df = pipeline.validation_sweep(profile, grid, seeds=args.seeds)
     out = report.results_dir(profile.name)
     df.to_csv(out / "validation_sweep.csv", index=False, float_format="%.6f")
     table = report.sweep_table(df)
     (out / "validation_sweep.md").write_text(
         f"Validation sweep, profile `{profile.name}`: near-OOD AUROC (%) on ID val vs digits 6-9 val "
-        f"(mean over seeds {list(profile.seeds)}).\n\nCommand: `python -m ood_lib sweep --profile {profile.name} "
+        f"(mean over seeds {args.seeds}).\n\nCommand: `python -m ood_lib sweep --profile {profile.name} "
         f"--S {' '.join(map(str, args.S))}" + (f" --w {' '.join(map(str, args.w))}" if args.w else "")
         + (f" --oe-lambda {' '.join(map(str, args.oe_lambda))}" if args.oe_lambda else "")
-        + f"`\n\n{table.to_markdown()}\n")
+        + f"`\n\n{table.to_markdown(index=False)}\n")
     print(table.to_string())
 
 

@@ -123,12 +123,12 @@ def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.D
     return pd.DataFrame(rows)
 
 
-def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe")) -> pd.DataFrame:
+def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe"), seeds=(0,)) -> pd.DataFrame:
     """Evaluate each setting of ``grid`` (profile overrides, e.g. ``{"sd": {"S": 200}}``) on the
     validation splits (ID val vs digits 6-9 val): model selection never sees a test set."""
     frames = []
     for setting in grid:
-        df = evaluate(override(profile, **setting), losses=losses, split="val")
+        df = evaluate(override(profile, seeds=tuple(seeds), **setting), losses=losses, split="val")
         df.insert(0, "setting", json.dumps(setting, sort_keys=True))
         frames.append(df)
     return pd.concat(frames, ignore_index=True)

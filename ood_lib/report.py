@@ -140,4 +140,4 @@ def training_curves(logs: dict, key: str = "loss", path: Path | None = None):
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%)."""
     near = df[df.ood_group == "near"]
-    return (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score")
+    return (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score").reset_index()
