@@ -45,9 +45,10 @@ class DDPMConfig:
 class SDConfig:
     """Semantic-discrepant outliers (paper 3): diffuse to step S, denoise toward c_r != y."""
 
-    S: int = 600                       # chosen on the validation split: `python -m ood_lib sweep`
-    w: float = 3.0
+    S: int = 100                       # S, w chosen on the validation split (results/digits/sweep_*.md)
+    w: float = 1.0
     stride: int = 20                   # DDIM stride in DDPM timesteps
+    clip_sample: bool = False          # clip DDIM's x_0 prediction (breaks guidance, see diffusion.py)
     n_outliers: int = 1200
     batch_size: int = 200
     seed: int = 0

@@ -24,7 +24,8 @@ def other_class(y: torch.Tensor, n_classes: int, generator: torch.Generator) -> 
 @torch.no_grad()
 def semantic_discrepant(unet: UNet2DModel, x0: torch.Tensor, y: torch.Tensor, n_classes: int,
                         S: int, w: float, stride: int, seed: int = 0, batch_size: int = 256,
-                        target: torch.Tensor | None = None, progress: bool = True) -> dict:
+                        target: torch.Tensor | None = None, progress: bool = True,
+                        clip_sample: bool = False) -> dict:
     """SD outliers from images ``x0`` in [0, 1] with labels ``y``.
 
     Returns ``{"x": outliers in [0, 1], "y_source": y, "y_target": c_r}``. ``S=0`` returns
@@ -42,7 +43,7 @@ def semantic_discrepant(unet: UNet2DModel, x0: torch.Tensor, y: torch.Tensor, n_
     for i in progress_bar(range(0, len(x0), batch_size), desc=f"SD outliers (S={S}, w={w})", main=progress):
         sl = slice(i, i + batch_size)
         x_S = diffuse(x0[sl].mul(2).sub(1), S, noise[sl], n_train)
-        x = ddim_denoise(unet, x_S.to(device), S, c_r[sl].to(device), w, stride)
+        x = ddim_denoise(unet, x_S.to(device), S, c_r[sl].to(device), w, stride, clip_sample)
         out.append(x.cpu().add(1).div(2).clamp(0, 1))
     return {"x": torch.cat(out), "y_source": y.clone(), "y_target": c_r}
 
@@ -55,6 +56,7 @@ def make_sd_outliers(unet: UNet2DModel, x: torch.Tensor, y: torch.Tensor, n_clas
     reps = -(-cfg.n_outliers // len(x))
     idx = torch.cat([torch.randperm(len(x), generator=g) for _ in range(reps)])[: cfg.n_outliers]
     out = semantic_discrepant(unet, x[idx], y[idx], n_classes, cfg.S, cfg.w, cfg.stride,
-                              seed=cfg.seed, batch_size=cfg.batch_size, progress=progress)
+                              seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
+                              clip_sample=cfg.clip_sample)
     out.update(source_index=idx, generator="sd", S=cfg.S, w=cfg.w, stride=cfg.stride, seed=cfg.seed)
     return out

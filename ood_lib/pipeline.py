@@ -132,3 +132,35 @@ def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe"), se
         df.insert(0, "setting", json.dumps(setting, sort_keys=True))
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.DataFrame:
+    """Mean max-softmax confidence of each trained model (columns) on ID test, every OOD test
+    set and the SD outliers (rows): outliers teach OE something only where a model is
+    confident on them."""
+    b = benchmark(profile)
+    sets = {"ID test": b.id_test.x, **{k: v.x for k, v in b.ood_test.items()}, "SD outliers": sd_outliers(profile)["x"]}
+    table = {}
+    for loss in losses:
+        model = load_classifier(classifier(profile, loss, seed))
+        table[loss] = {name: torch.softmax(predict(model, x)[0], dim=1).max(dim=1).values.mean().item()
+                       for name, x in sets.items()}
+    return pd.DataFrame(table).round(3)
+
+
+def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
+    """How well the DDPM follows its label: the CE classifier's accuracy on guided DDIM samples
+    of each class, for each guidance weight w (a check of the sampler, not of OOD detection)."""
+    from .diffusion import sample
+
+    b = benchmark(profile)
+    unet = load_unet(ddpm(profile))
+    judge = load_classifier(classifier(profile, "ce", seed))
+    labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
+    rows = []
+    for w in ws:
+        logits, _ = predict(judge, sample(unet, labels, w=w, stride=profile.sd.stride, seed=seed,
+                                           clip_sample=profile.sd.clip_sample))
+        rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
+                     "mean_msp": torch.softmax(logits, 1).max(1).values.mean().item()})
+    return pd.DataFrame(rows).round(3)
