@@ -9,7 +9,7 @@ Usage: ./run_all.sh [--profile NAME] [--test] [--refresh-notebooks] [--help]
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
-  --profile NAME       smoke (minutes) | digits (default, about 20 min on 2 CPU cores)
+  --profile NAME       smoke (minutes) | digits (default, about 15 min on 2 CPU cores)
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)

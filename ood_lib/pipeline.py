@@ -154,13 +154,19 @@ def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int 
     from .diffusion import sample
 
     b = benchmark(profile)
-    unet = load_unet(ddpm(profile))
-    judge = load_classifier(classifier(profile, "ce", seed))
-    labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
-    rows = []
-    for w in ws:
-        logits, _ = predict(judge, sample(unet, labels, w=w, stride=profile.sd.stride, seed=seed,
-                                           clip_sample=profile.sd.clip_sample))
-        rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
-                     "mean_msp": torch.softmax(logits, 1).max(1).values.mean().item()})
-    return pd.DataFrame(rows).round(3)
+    key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "ws": list(ws),
+           "n_per_class": n_per_class, "seed": seed, "stride": profile.sd.stride, "clip_sample": profile.sd.clip_sample}
+
+    def compute(_):
+        unet = load_unet(ddpm(profile))
+        judge = load_classifier(classifier(profile, "ce", seed))
+        labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
+        rows = []
+        for w in ws:
+            x = sample(unet, labels, w=w, stride=profile.sd.stride, seed=seed, clip_sample=profile.sd.clip_sample)
+            logits, _ = predict(judge, x)
+            rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
+                         "mean_msp": torch.softmax(logits, 1).max(1).values.mean().item()})
+        return rows
+
+    return pd.DataFrame(cached("conditional_accuracy", key, compute)).round(3)
