@@ -101,9 +101,9 @@ def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test") 
     oods = b.ood_test if split == "test" else b.ood_val
     logits, feats = predict(model, id_set.x)
     result = {"id": compute_scores(logits, feats, knn), "id_acc": id_accuracy(logits, id_set.y),
-              "ood": {}, "groups": {n: s.group for n, s in oods.items()}, "train_seconds": art["seconds"]}
-    for name, s in oods.items():
-        result["ood"][name] = compute_scores(*predict(model, s.x), knn)
+              "ood": {}, "groups": {s.name: s.group for s in oods.values()}, "train_seconds": art["seconds"]}
+    for s in oods.values():
+        result["ood"][s.name] = compute_scores(*predict(model, s.x), knn)
     return result
 
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
 
-matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl")) else None
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
+from .artifacts import REPO_ROOT
+from .data import Benchmark
 
-from .artifacts import REPO_ROOT  # noqa: E402
-from .data import Benchmark  # noqa: E402
-
-METRICS = ("AUROC", "AUPR_In", "AUPR_Out", "FPR95", "ID_acc")
 
 
 def results_dir(profile_name: str) -> Path:
