@@ -15,11 +15,11 @@ import torch
 from .artifacts import cached
 from .config import Profile, override, to_dict
 from .data import Benchmark, load_digits
-from .diffusion import load_unet, train_ddpm
+from .diffusion import load_unet, sample, train_ddpm
 from .metrics import id_accuracy, ood_metrics
 from .models import predict
 from .outliers import make_sd_outliers
-from .scores import SCORES, KNNScorer, compute_scores
+from .scores import SCORES, KNNScorer, compute_scores, msp
 from .train import load_classifier, train_classifier
 
 GENERATOR_OF_LOSS = {"ce": "none", "oe": "sd"}
@@ -88,23 +88,26 @@ def classifier(profile: Profile, loss: str, seed: int = 0) -> dict:
 
 
 def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test") -> dict:
-    """Scores of one trained model on the ID set and every OOD set of ``split``.
+    """Scores of one trained model on the ID set and every OOD set of ``split`` (cached).
 
-    Returns ``{"id": {score: tensor}, "ood": {name: {score: tensor}}, "id_acc": float}``.
+    Returns ``{"id": {score: tensor}, "ood": {name: {score: tensor}}, "groups": {name: group},
+    "id_acc": float, "train_seconds": float}``.
     """
     b = benchmark(profile)
-    art = classifier(profile, loss, seed)
-    model = load_classifier(art)
-    _, bank = predict(model, b.id_train.x)
-    knn = KNNScorer(bank, k=profile.knn_k)
-    id_set = b.id_test if split == "test" else b.id_val
-    oods = b.ood_test if split == "test" else b.ood_val
-    logits, feats = predict(model, id_set.x)
-    result = {"id": compute_scores(logits, feats, knn), "id_acc": id_accuracy(logits, id_set.y),
-              "ood": {}, "groups": {s.name: s.group for s in oods.values()}, "train_seconds": art["seconds"]}
-    for s in oods.values():
-        result["ood"][s.name] = compute_scores(*predict(model, s.x), knn)
-    return result
+    key = {"classifier": classifier_key(profile, loss, seed), "split": split, "knn_k": profile.knn_k}
+
+    def compute(_):
+        art = classifier(profile, loss, seed)
+        model = load_classifier(art)
+        knn = KNNScorer(predict(model, b.id_train.x)[1], k=profile.knn_k)
+        id_set = b.id_test if split == "test" else b.id_val
+        oods = b.ood_test if split == "test" else b.ood_val
+        logits, feats = predict(model, id_set.x)
+        return {"id": compute_scores(logits, feats, knn), "id_acc": id_accuracy(logits, id_set.y),
+                "ood": {s.name: compute_scores(*predict(model, s.x), knn) for s in oods.values()},
+                "groups": {s.name: s.group for s in oods.values()}, "train_seconds": art["seconds"]}
+
+    return cached("scores", key, compute, verbose=False)
 
 
 def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.DataFrame:
@@ -143,16 +146,13 @@ def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.Da
     table = {}
     for loss in losses:
         model = load_classifier(classifier(profile, loss, seed))
-        table[loss] = {name: torch.softmax(predict(model, x)[0], dim=1).max(dim=1).values.mean().item()
-                       for name, x in sets.items()}
+        table[loss] = {name: -msp(predict(model, x)[0]).mean().item() for name, x in sets.items()}
     return pd.DataFrame(table).round(3)
 
 
 def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
     """How well the DDPM follows its label: the CE classifier's accuracy on guided DDIM samples
     of each class, for each guidance weight w (a check of the sampler, not of OOD detection)."""
-    from .diffusion import sample
-
     b = benchmark(profile)
     key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "ws": list(ws),
            "n_per_class": n_per_class, "seed": seed, "stride": profile.sd.stride, "clip_sample": profile.sd.clip_sample}
@@ -166,7 +166,7 @@ def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int 
             x = sample(unet, labels, w=w, stride=profile.sd.stride, seed=seed, clip_sample=profile.sd.clip_sample)
             logits, _ = predict(judge, x)
             rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
-                         "mean_msp": torch.softmax(logits, 1).max(1).values.mean().item()})
+                         "mean_msp": -msp(logits).mean().item()})
         return rows
 
     return pd.DataFrame(cached("conditional_accuracy", key, compute)).round(3)
