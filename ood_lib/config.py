@@ -49,8 +49,62 @@ class SDConfig:
     w: float = 1.0
     stride: int = 20                   # DDIM stride in DDPM timesteps
     clip_sample: bool = False          # clip DDIM's x_0 prediction (breaks guidance, see diffusion.py)
+    labels: str = "true"               # "true" labels or "pseudo" (k-means clusters, unlabelled setting)
     n_outliers: int = 1200
     batch_size: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """Label-mixup outliers (paper 1): sample the pixel DDPM from noise conditioned on
+    lam * e(a) + (1 - lam) * e(b), a != b, lam ~ U(lam_low, lam_high)."""
+
+    lam_low: float = 0.4
+    lam_high: float = 0.6
+    w: float = 1.0                     # classifier-free guidance weight
+    stride: int = 50                   # DDIM/DDPM stride: num_train_timesteps / stride sampling steps
+    sampler: str = "ddim"              # "ddim" (deterministic) or "ddpm" (ancestral)
+    n_outliers: int = 1200
+    batch_size: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Small AutoencoderKL (diffusers) for the latent generator: 28x28 images are padded to
+    32x32 and mapped to latent_channels x 8 x 8 latents (three encoder blocks)."""
+
+    block_out_channels: tuple = (16, 32, 32)
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    checkpoint_every: int = 250
+    pretrained: str = ""               # optional diffusers VAE (local path or hub id); "" = train one
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LatentOutlierConfig:
+    """Boundary outliers in the latent DDPM's conditioning space (paper 2 / Dream-OOD): an
+    image encoder is aligned to the class embeddings, the ID embeddings with the largest
+    k-th-neighbour distance are perturbed with Gaussian noise, and the perturbed points
+    farthest from the data condition the latent DDPM."""
+
+    encoder_epochs: int = 10
+    temperature: float = 0.1           # cosine-softmax temperature of the embedding encoder
+    k: int = 10                        # K of the K-th-nearest-neighbour distance
+    n_boundary: int = 40               # boundary ID embeddings per class
+    sigma: float = 0.1                 # std of the Gaussian perturbation (unit-norm embeddings)
+    n_candidates: int = 20             # perturbed candidates per boundary point
+    w: float = 1.0
+    stride: int = 50
+    sampler: str = "ddim"
+    n_outliers: int = 1200
+    batch_size: int = 400
     seed: int = 0
 
 
@@ -73,6 +127,11 @@ class Profile:
     data: DataConfig = field(default_factory=DataConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     sd: SDConfig = field(default_factory=SDConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    latent_ddpm: DDPMConfig = field(default_factory=lambda: DDPMConfig(
+        block_out_channels=(64, 128), layers_per_block=1, steps=2000, lr=1e-3))
+    latent: LatentOutlierConfig = field(default_factory=LatentOutlierConfig)
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
     knn_k: int = 10
     seeds: tuple = (0, 1, 2)
@@ -87,6 +146,13 @@ PROFILES = {
         ddpm=DDPMConfig(block_out_channels=(16, 32, 32), steps=30, batch_size=32,
                         warmup_steps=5, checkpoint_every=10),
         sd=SDConfig(S=200, stride=50, n_outliers=60, batch_size=60),
+        mixup=MixupConfig(stride=100, n_outliers=60, batch_size=60),
+        autoencoder=AutoencoderConfig(block_out_channels=(8, 16, 16), steps=30, batch_size=32,
+                                      checkpoint_every=10),
+        latent_ddpm=DDPMConfig(block_out_channels=(16, 32), steps=30, batch_size=32,
+                               warmup_steps=5, checkpoint_every=10),
+        latent=LatentOutlierConfig(encoder_epochs=2, k=3, n_boundary=5, n_candidates=4,
+                                   stride=100, n_outliers=60, batch_size=60),
         clf=ClassifierConfig(width=16, epochs=4, batch_size=32, lr=3e-3, outlier_batch_size=32),
         knn_k=5,
         seeds=(0,),

@@ -1,12 +1,17 @@
 """Class-conditional pixel DDPM with classifier-free guidance (diffusers), trained with
 Accelerate, EMA weights and resumable checkpoints; DDIM sampling with guidance.
 
-Images enter in [0, 1] and are mapped to [-1, 1] for the model. The label ``n_classes``
-is the null label used for the unconditional branch of classifier-free guidance.
+Pixel images live in [0, 1] and are mapped to [-1, 1] for the model (:func:`to_model_space`);
+the latent DDPM trains on scaled autoencoder latents with the same code. The label
+``n_classes`` is the null label used for the unconditional branch of classifier-free guidance.
+
+Conditioning is either integer labels or, for label-mixup and boundary outliers, vectors in
+the UNet's class-embedding space (:func:`class_embeddings`, :func:`mix_labels`).
 """
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +21,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .artifacts import atomic_save, safe_load
-from .runtime import progress, seed_everything
+from .runtime import progress as progress_bar, seed_everything
 from .config import DDPMConfig
 
 
@@ -46,16 +51,28 @@ def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
 
 
-def train_ddpm(images: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMConfig,
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the pixel DDPM's [-1, 1]."""
+    return images.mul(2).sub(1)
+
+
+def to_image_space(x: torch.Tensor) -> torch.Tensor:
+    """The pixel DDPM's [-1, 1] -> images in [0, 1] (clamped)."""
+    return x.add(1).div(2).clamp(0, 1)
+
+
+def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMConfig,
                workdir, stop_after: int | None = None) -> dict:
-    """Train the conditional DDPM; checkpoint to ``workdir/checkpoint.pt`` and resume from it.
+    """Train the conditional DDPM on ``x`` (N x C x H x W, already in model space: pixel
+    images via :func:`to_model_space` or scaled latents); checkpoint to
+    ``workdir/checkpoint.pt`` and resume from it.
 
     Returns ``{"unet_config", "ema_state", "losses", "steps"}``. ``stop_after`` ends the
     loop early after that many steps in this call (used to test resumption).
     """
     seed_everything(cfg.seed)
     accelerator = Accelerator()
-    unet = build_unet(cfg, n_classes, images.shape[-1], images.shape[1])
+    unet = build_unet(cfg, n_classes, x.shape[-1], x.shape[1])
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
@@ -72,10 +89,10 @@ def train_ddpm(images: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: 
         accelerator.print(f"resuming DDPM training from step {step}")
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema.to(accelerator.device)
-    x_all = images.mul(2).sub(1)
+    x_all = x
     y_all = labels.long()
     done_here = 0
-    bar = progress(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
+    bar = progress_bar(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
     unet.train()
     while step < cfg.steps:
         g = _step_generator(cfg.seed, step, accelerator.process_index)
@@ -126,13 +143,47 @@ def load_unet(artifact: dict) -> UNet2DModel:
 
 
 # --------------------------------------------------------------------------- sampling
-def guided_eps(unet: UNet2DModel, x_t: torch.Tensor, t, labels: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance: eps = (1 + w) * eps(x_t, c) - w * eps(x_t, null)."""
-    null = torch.full_like(labels, unet.config.num_class_embeds - 1)
+def class_embeddings(unet: UNet2DModel) -> torch.Tensor:
+    """The UNet's label-embedding table, (n_classes + 1) x D (last row: null label)."""
+    return unet.class_embedding.weight.detach()
+
+
+def mix_labels(unet: UNet2DModel, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Label-mixup conditioning vectors lam * e(a) + (1 - lam) * e(b)."""
+    table = class_embeddings(unet)
+    lam = torch.as_tensor(lam, dtype=table.dtype, device=table.device).reshape(-1, 1)
+    return lam * table[a.long()] + (1 - lam) * table[b.long()]
+
+
+@contextmanager
+def _vector_conditioning(unet: UNet2DModel):
+    """Let ``class_labels`` carry embedding vectors: the label lookup becomes the identity."""
+    table = unet.class_embedding
+    unet.class_embedding = torch.nn.Identity()
+    try:
+        yield
+    finally:
+        unet.class_embedding = table
+
+
+def guided_eps(unet: UNet2DModel, x_t: torch.Tensor, t, cond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance: eps = (1 + w) * eps(x_t, c) - w * eps(x_t, null).
+
+    ``cond`` holds integer labels (B,) or conditioning vectors (B x D) in the embedding space."""
+    n_null = unet.config.num_class_embeds - 1
     t = torch.as_tensor(t, device=x_t.device).expand(len(x_t))
-    both = unet(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([labels, null])).sample
+    if cond.is_floating_point():
+        null = class_embeddings(unet)[n_null].to(cond).expand_as(cond)
+        with _vector_conditioning(unet):
+            both = unet(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([cond, null])).sample
+    else:
+        null = torch.full_like(cond, n_null)
+        both = unet(torch.cat([x_t, x_t]), torch.cat([t, t]), class_labels=torch.cat([cond, null])).sample
     eps_c, eps_u = both.chunk(2)
     return (1 + w) * eps_c - w * eps_u
+
+
+SAMPLERS = ("ddim", "ddpm")
 
 
 def ddim_scheduler(num_train_timesteps: int, stride: int, clip_sample: bool = False) -> DDIMScheduler:
@@ -142,42 +193,69 @@ def ddim_scheduler(num_train_timesteps: int, stride: int, clip_sample: bool = Fa
     step. Combined with classifier-free guidance it destroys the class: on the digits DDPM,
     samples at w=3 are classified as their conditioning class 18% of the time with clipping
     and 98% without, so it is off here."""
+    return _scheduler("ddim", num_train_timesteps, stride, clip_sample)
+
+
+def _scheduler(sampler: str, num_train_timesteps: int, stride: int, clip_sample: bool):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {SAMPLERS}")
     if num_train_timesteps % stride:
         raise ValueError(f"stride {stride} must divide num_train_timesteps {num_train_timesteps}")
-    sched = DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
-                          clip_sample=clip_sample, set_alpha_to_one=True, timestep_spacing="leading")
+    kind = DDIMScheduler if sampler == "ddim" else DDPMScheduler
+    extra = {"set_alpha_to_one": True} if sampler == "ddim" else {}
+    sched = kind(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
+                 clip_sample=clip_sample, timestep_spacing="leading", **extra)
     sched.set_timesteps(num_train_timesteps // stride)
     return sched
 
 
 @torch.no_grad()
-def ddim_denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, labels: torch.Tensor,
-                 w: float, stride: int, clip_sample: bool = False) -> torch.Tensor:
-    """Denoise ``x_t`` (at DDPM timestep ``t_start``, in [-1, 1]) to x_0 with guided DDIM."""
+def denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, cond: torch.Tensor, w: float,
+            stride: int, clip_sample: bool = False, sampler: str = "ddim",
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Denoise ``x_t`` (model space, at DDPM timestep ``t_start``) to x_0 with guided DDIM
+    (deterministic) or ancestral DDPM steps (noise from ``generator``), every ``stride`` steps."""
     n_train = unet.config.get("num_train_timesteps") or 1000
-    sched = ddim_scheduler(n_train, stride, clip_sample)
+    sched = _scheduler(sampler, n_train, stride, clip_sample)
     if t_start % stride:
         raise ValueError(f"start timestep {t_start} must be a multiple of the DDIM stride {stride}")
     x = x_t
     for t in sched.timesteps:
         if int(t) > t_start:
             continue
-        eps = guided_eps(unet, x, int(t), labels, w)
-        x = sched.step(eps, int(t), x, eta=0.0).prev_sample
+        eps = guided_eps(unet, x, int(t), cond, w)
+        if sampler == "ddim":
+            x = sched.step(eps, int(t), x, eta=0.0).prev_sample
+        else:
+            x = sched.step(eps.cpu(), int(t), x.cpu(), generator=generator).prev_sample.to(x_t.device)
     return x
 
 
 @torch.no_grad()
-def sample(unet: UNet2DModel, labels: torch.Tensor, w: float = 3.0, stride: int = 20, seed: int = 0,
-           clip_sample: bool = False) -> torch.Tensor:
-    """Class-conditional samples in [0, 1] from pure noise (guided DDIM)."""
+def generate(unet: UNet2DModel, cond: torch.Tensor, w: float, stride: int, seed: int = 0,
+             sampler: str = "ddim", clip_sample: bool = False, batch_size: int | None = None,
+             progress: bool = False, desc: str = "sampling") -> torch.Tensor:
+    """Samples in model space from pure noise, conditioned on ``cond`` (labels or vectors).
+
+    The starting noise of all samples is drawn first from ``torch.Generator(seed)``, so the
+    i-th sample does not depend on ``batch_size``."""
     g = torch.Generator().manual_seed(seed)
-    cfg = unet.config
-    x = torch.randn((len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g)
-    n_train = cfg.get("num_train_timesteps") or 1000
+    c = unet.config
+    noise = torch.randn((len(cond), c.in_channels, c.sample_size, c.sample_size), generator=g)
+    n_train = c.get("num_train_timesteps") or 1000
     device = next(unet.parameters()).device
-    x = ddim_denoise(unet, x.to(device), n_train - stride, labels.to(device), w, stride, clip_sample)
-    return x.cpu().add(1).div(2).clamp(0, 1)
+    step = batch_size or len(cond)
+    out = []
+    for i in progress_bar(range(0, len(cond), step), desc=desc, main=progress):
+        out.append(denoise(unet, noise[i:i + step].to(device), n_train - stride, cond[i:i + step].to(device),
+                           w, stride, clip_sample, sampler, g).cpu())
+    return torch.cat(out)
+
+
+def sample(unet: UNet2DModel, labels: torch.Tensor, w: float = 3.0, stride: int = 20, seed: int = 0,
+           clip_sample: bool = False, sampler: str = "ddim") -> torch.Tensor:
+    """Class-conditional pixel samples in [0, 1] from pure noise (guided DDIM by default)."""
+    return to_image_space(generate(unet, labels, w, stride, seed, sampler, clip_sample))
 
 
 def diffuse(x0: torch.Tensor, t: int, noise: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The pipeline's stages. Each returns its artefact, loading it from the cache when the
 same config was computed before and computing (resumably) otherwise.
 
-data -> ddpm -> sd_outliers -> classifier(loss, seed) -> evaluate -> report
+data -> ddpm -----------> sd_outliers, mixup_outliers --+
+     -> autoencoder -> latent_ddpm -> latent_outliers --+-> classifier(loss, seed) -> evaluate -> report
 """
 from __future__ import annotations
 
@@ -13,57 +14,219 @@ import pandas as pd
 import torch
 
 from .artifacts import cached
+from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
+from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import Profile, override, to_dict
 from .data import Benchmark, load_digits
-from .diffusion import load_unet, sample, train_ddpm
+from .diagnostics import UNetEvalCounter
+from .diffusion import load_unet, sample, to_model_space, train_ddpm
 from .metrics import id_accuracy, ood_metrics
 from .models import predict
-from .outliers import make_sd_outliers
+from .outliers import (GENERATORS, OutlierSet, embed, label_mixup, latent_boundary_outliers,
+                       make_sd_outliers, train_embedding_encoder)
 from .scores import SCORES, KNNScorer, compute_scores, msp
 from .train import load_classifier, train_classifier
 
 GENERATOR_OF_LOSS = {"ce": "none", "oe": "sd"}
-
+LABEL_SOURCES = ("true", "pseudo")
 
 @lru_cache(maxsize=4)
 def benchmark(profile: Profile) -> Benchmark:
     return load_digits(profile.data)
 
 
-def ddpm_key(profile: Profile) -> dict:
-    return {"data": to_dict(profile.data), "ddpm": to_dict(profile.ddpm)}
+def _timed(compute):
+    """Wrap a stage's compute so its artefact records the seconds it took."""
+    def run(workdir):
+        start = time.perf_counter()
+        art = compute(workdir)
+        art["seconds"] = time.perf_counter() - start
+        return art
+    return run
 
 
-def ddpm(profile: Profile) -> dict:
-    """Train (or load) the class-conditional DDPM on the ID training split."""
+# ------------------------------------------------------------------ autoencoder, pseudo labels
+def autoencoder_key(profile: Profile) -> dict:
+    return {"data": to_dict(profile.data), "autoencoder": to_dict(profile.autoencoder)}
+
+
+def autoencoder_artifact(profile: Profile) -> dict:
+    """The trained autoencoder's artefact (weights, losses, seconds)."""
     b = benchmark(profile)
-    return cached("ddpm", ddpm_key(profile), lambda wd: train_ddpm(
-        b.id_train.x, b.id_train.y, b.n_classes, profile.ddpm, wd))
+    return cached("autoencoder", autoencoder_key(profile),
+                  _timed(lambda wd: train_autoencoder(b.id_train.x, profile.autoencoder, wd)))
+
+
+def autoencoder(profile: Profile):
+    """The latent autoencoder (AutoencoderKL), trained on the ID training images without
+    labels, or loaded with ``from_pretrained`` when ``profile.autoencoder.pretrained`` is set."""
+    if profile.autoencoder.pretrained:
+        return from_pretrained_autoencoder(profile.autoencoder.pretrained)
+    return load_autoencoder(autoencoder_artifact(profile))
+
+
+def pseudo_labels(profile: Profile) -> dict:
+    """Labels for the unlabelled setting: k-means (C clusters) on the autoencoder's latents
+    of the ID training images. Returns ``{"labels", "purity", "matched_accuracy"}``; the
+    true labels are used only to report the clusters' quality."""
+    b = benchmark(profile)
+    key = {"autoencoder": autoencoder_key(profile), "n_clusters": b.n_classes, "seed": profile.sd.seed}
+
+    def compute(_):
+        feats = encode(autoencoder(profile), b.id_train.x).flatten(1)
+        labels = kmeans_labels(feats, b.n_classes, seed=profile.sd.seed)
+        return {"labels": labels, "purity": cluster_purity(labels, b.id_train.y),
+                "matched_accuracy": matched_accuracy(labels, b.id_train.y)}
+
+    return cached("pseudo_labels", key, compute)
+
+
+def train_labels(profile: Profile, labels: str = "true") -> torch.Tensor:
+    """Labels of the ID training split the generators condition on: true or pseudo."""
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {labels!r}; valid: {LABEL_SOURCES}")
+    return benchmark(profile).id_train.y if labels == "true" else pseudo_labels(profile)["labels"]
+
+
+# ------------------------------------------------------------------------------ diffusion
+def ddpm_key(profile: Profile, labels: str = "true") -> dict:
+    key = {"data": to_dict(profile.data), "ddpm": to_dict(profile.ddpm)}
+    if labels != "true":
+        key["labels"] = {"source": labels, "autoencoder": autoencoder_key(profile)}
+    return key
+
+
+def ddpm(profile: Profile, labels: str = "true") -> dict:
+    """Train (or load) the class-conditional pixel DDPM on the ID training split, conditioned
+    on true labels or on pseudo labels (the SD paper's unlabelled setting)."""
+    b = benchmark(profile)
+    return cached("ddpm", ddpm_key(profile, labels), _timed(lambda wd: train_ddpm(
+        to_model_space(b.id_train.x), train_labels(profile, labels), b.n_classes, profile.ddpm, wd)))
+
+
+def latent_ddpm_key(profile: Profile) -> dict:
+    return {"autoencoder": autoencoder_key(profile), "latent_ddpm": to_dict(profile.latent_ddpm)}
+
+
+def latent_ddpm(profile: Profile) -> dict:
+    """Class-conditional DDPM on the autoencoder's latents of the ID training images, scaled
+    to unit standard deviation (``artifact["scale"]``, as Stable Diffusion's 0.18215)."""
+    b = benchmark(profile)
+
+    def compute(workdir):
+        z = encode(autoencoder(profile), b.id_train.x)
+        scale = 1.0 / z.std().item()
+        art = train_ddpm(z * scale, b.id_train.y, b.n_classes, profile.latent_ddpm, workdir)
+        art["scale"] = scale
+        return art
+
+    return cached("latent_ddpm", latent_ddpm_key(profile), _timed(compute))
+
+
+# ------------------------------------------------------------------------------ outliers
+def _generate(make, unets) -> OutlierSet:
+    """Run a generator, recording its wall time and UNet image-evaluations."""
+    start = time.perf_counter()
+    counters = [UNetEvalCounter(u) for u in unets]
+    for c in counters:
+        c.__enter__()
+    try:
+        out = make()
+    finally:
+        for c in counters:
+            c.__exit__(None, None, None)
+    out.seconds = time.perf_counter() - start
+    out.unet_evals = sum(c.evals for c in counters)
+    return out
 
 
 def sd_key(profile: Profile) -> dict:
-    return {"ddpm": ddpm_key(profile), "sd": to_dict(profile.sd)}
+    return {"ddpm": ddpm_key(profile, profile.sd.labels), "sd": to_dict(profile.sd)}
 
 
-def sd_outliers(profile: Profile) -> dict:
-    """SD outliers from the ID training split (see :func:`ood_lib.outliers.semantic_discrepant`)."""
+def sd_outliers(profile: Profile) -> OutlierSet:
+    """SD outliers from the ID training split (:func:`ood_lib.outliers.semantic_discrepant`),
+    conditioned on true or pseudo labels (``profile.sd.labels``)."""
+    b = benchmark(profile)
+
+    def compute(_):
+        unet = load_unet(ddpm(profile, profile.sd.labels))
+        y = train_labels(profile, profile.sd.labels)
+        out = _generate(lambda: make_sd_outliers(unet, b.id_train.x, y, b.n_classes, profile.sd), [unet])
+        out.params["labels"] = profile.sd.labels
+        return out.to_dict()
+
+    return OutlierSet.from_dict(cached("sd_outliers", sd_key(profile), compute))
+
+
+def mixup_key(profile: Profile) -> dict:
+    return {"ddpm": ddpm_key(profile), "mixup": to_dict(profile.mixup)}
+
+
+def mixup_outliers(profile: Profile) -> OutlierSet:
+    """Label-mixup outliers from the pixel DDPM (:func:`ood_lib.outliers.label_mixup`)."""
     b = benchmark(profile)
 
     def compute(_):
         unet = load_unet(ddpm(profile))
-        start = time.perf_counter()
-        out = make_sd_outliers(unet, b.id_train.x, b.id_train.y, b.n_classes, profile.sd)
-        out["seconds"] = time.perf_counter() - start
-        return out
+        out = _generate(lambda: label_mixup(unet, profile.mixup.n_outliers, b.n_classes, profile.mixup), [unet])
+        return out.to_dict()
 
-    return cached("sd_outliers", sd_key(profile), compute)
+    return OutlierSet.from_dict(cached("mixup_outliers", mixup_key(profile), compute))
+
+
+def latent_key(profile: Profile) -> dict:
+    return {"latent_ddpm": latent_ddpm_key(profile), "latent": to_dict(profile.latent)}
+
+
+def latent_outliers(profile: Profile) -> OutlierSet:
+    """Boundary outliers made by the latent DDPM (:func:`ood_lib.outliers.latent_boundary_outliers`);
+    keeps the latents and their decoded images. Timings: embedding encoder training, sampling
+    (boundary search + latent DDPM) and decoding."""
+    b = benchmark(profile)
+    cfg = profile.latent
+
+    def compute(_):
+        art = latent_ddpm(profile)
+        unet, ae = load_unet(art), autoencoder(profile)
+        t0 = time.perf_counter()
+        vectors = unet.class_embedding.weight.detach()[: b.n_classes]
+        enc = train_embedding_encoder(b.id_train.x, b.id_train.y, vectors, cfg.encoder_epochs,
+                                      cfg.temperature, seed=cfg.seed)
+        emb = embed(enc, b.id_train.x)
+        t1 = time.perf_counter()
+        out = _generate(lambda: latent_boundary_outliers(unet, emb, b.id_train.y, b.n_classes, cfg), [unet])
+        t2 = time.perf_counter()
+        out.x = decode(ae, out.latents / art["scale"])
+        t3 = time.perf_counter()
+        out.timings = {"encoder": t1 - t0, "sampling": t2 - t1, "decoding": t3 - t2}
+        out.seconds = t3 - t0
+        out.params["encoder_accuracy"] = id_accuracy(enc.logits(b.id_train.x), b.id_train.y) \
+            if len(b.id_train.x) <= 5000 else float("nan")
+        return out.to_dict()
+
+    return OutlierSet.from_dict(cached("latent_outliers", latent_key(profile), compute))
+
+
+OUTLIER_STAGES = {"sd": sd_outliers, "mixup": mixup_outliers, "latent": latent_outliers}
+
+
+def outliers(profile: Profile, generator: str) -> OutlierSet:
+    """The cached outlier set of ``generator`` ("sd", "mixup" or "latent")."""
+    if generator not in OUTLIER_STAGES:
+        raise KeyError(f"unknown generator {generator!r}; valid generators: {list(GENERATORS)}")
+    return OUTLIER_STAGES[generator](profile)
+
+
+def outlier_key(profile: Profile, generator: str) -> dict:
+    return {"sd": sd_key, "mixup": mixup_key, "latent": latent_key}[generator](profile)
 
 
 def classifier_key(profile: Profile, loss: str, seed: int) -> dict:
     clf = to_dict(profile.clf)
     key = {"data": to_dict(profile.data), "clf": clf, "loss": loss, "seed": seed}
     if GENERATOR_OF_LOSS[loss] == "sd":
-        key["outliers"] = sd_key(profile)
+        key["outliers"] = outlier_key(profile, "sd")
     else:  # settings that only outlier losses read do not change this model
         for field in ("oe_lambda", "outlier_batch_size"):
             clf.pop(field)
@@ -77,10 +240,11 @@ def classifier(profile: Profile, loss: str, seed: int = 0) -> dict:
     b = benchmark(profile)
 
     def compute(workdir):
-        outliers = sd_outliers(profile)["x"] if GENERATOR_OF_LOSS[loss] == "sd" else None
+        gen = GENERATOR_OF_LOSS[loss]
+        pool = None if gen == "none" else outliers(profile, gen).x
         start = time.perf_counter()
         art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss,
-                               outliers=outliers, seed=seed, workdir=workdir)
+                               outliers=pool, seed=seed, workdir=workdir)
         art["seconds"] = time.perf_counter() - start
         return art
 
@@ -142,7 +306,7 @@ def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.Da
     set and the SD outliers (rows): outliers teach OE something only where a model is
     confident on them."""
     b = benchmark(profile)
-    sets = {"ID test": b.id_test.x, **{k: v.x for k, v in b.ood_test.items()}, "SD outliers": sd_outliers(profile)["x"]}
+    sets = {"ID test": b.id_test.x, **{k: v.x for k, v in b.ood_test.items()}, "SD outliers": sd_outliers(profile).x}
     table = {}
     for loss in losses:
         model = load_classifier(classifier(profile, loss, seed))
@@ -170,3 +334,94 @@ def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int 
         return rows
 
     return pd.DataFrame(cached("conditional_accuracy", key, compute)).round(3)
+
+
+# --------------------------------------------------------------------------- diagnostics
+def generator_training_seconds(profile: Profile, generator: str) -> float:
+    """One-off training cost of the models a generator needs (pixel DDPM, or autoencoder +
+    latent DDPM), from the artefacts' recorded times (NaN if not recorded)."""
+    if generator == "latent":
+        ae = 0.0 if profile.autoencoder.pretrained else autoencoder_artifact(profile).get("seconds", float("nan"))
+        return ae + latent_ddpm(profile).get("seconds", float("nan"))
+    labels = profile.sd.labels if generator == "sd" else "true"
+    return ddpm(profile, labels).get("seconds", float("nan"))
+
+
+def outlier_diagnostics(profile: Profile, generators=GENERATORS, seed: int = 0) -> pd.DataFrame:
+    """One row per outlier set, plus ID-validation and near-OOD reference rows:
+
+    * ``frechet_clf``: Fréchet distance to the ID test images in the penultimate-feature
+      space of the cross-entropy classifier (the FID formula, *not* Inception features);
+    * ``mean_msp``: that classifier's mean max-softmax confidence;
+    * ``nearest_id_l2``: mean pixel L2 distance to the nearest ID training image;
+    * generation cost per 1,000 outliers (seconds, UNet image-evaluations) and the one-off
+      training seconds of the generator's models.
+    """
+    from .diagnostics import frechet_distance, nearest_distance, per_thousand
+
+    b = benchmark(profile)
+    judge = load_classifier(classifier(profile, "ce", seed))
+    ref_logits, ref_feats = predict(judge, b.id_test.x)
+    near = [s for s in b.ood_test.values() if s.group == "near"]
+    sets = [("ID val (reference)", b.id_val.x, None)] + [(f"{s.name} (reference)", s.x, None) for s in near]
+    sets += [(g, outliers(profile, g).x, outliers(profile, g)) for g in generators]
+    rows = []
+    for name, x, out in sets:
+        logits, feats = predict(judge, x)
+        row = {"set": name, "n": len(x), "frechet_clf": frechet_distance(feats, ref_feats),
+               "mean_msp": -msp(logits).mean().item(),
+               "nearest_id_l2": nearest_distance(x, b.id_train.x).mean().item()}
+        if out is not None:
+            row.update(seconds_per_1000=per_thousand(out.seconds, len(out)),
+                       unet_evals_per_1000=per_thousand(out.unet_evals, len(out)),
+                       training_seconds=generator_training_seconds(profile, name))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sd_semantic_shift(profile: Profile, S_values=(50, 100, 200, 400, 600), n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Does an SD outlier keep its source's nuisances while its semantics shift? For each S,
+    ``n`` SD outliers from ID training images: the CE classifier's verdict (source class,
+    guidance class c_r, or another class) and the pixel L2 distance to the source image,
+    beside the mean distance from a source image to its nearest *other* ID training image."""
+    from .diagnostics import nearest_distance
+    from .outliers import semantic_discrepant
+
+    b = benchmark(profile)
+    key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "S": list(S_values),
+           "n": n, "seed": seed, "w": profile.sd.w, "stride": profile.sd.stride}
+
+    def compute(_):
+        unet = load_unet(ddpm(profile))
+        judge = load_classifier(classifier(profile, "ce", seed))
+        idx = torch.randperm(len(b.id_train.x), generator=torch.Generator().manual_seed(seed))[:n]
+        x0, y0 = b.id_train.x[idx], b.id_train.y[idx]
+        others = torch.ones(len(b.id_train.x), dtype=torch.bool)
+        others[idx] = False
+        baseline = nearest_distance(x0, b.id_train.x[others]).mean().item()
+        rows = []
+        for S in S_values:
+            out = semantic_discrepant(unet, x0, y0, b.n_classes, S, profile.sd.w, profile.sd.stride, seed=seed,
+                                      batch_size=n, progress=False, clip_sample=profile.sd.clip_sample)
+            pred = predict(judge, out["x"])[0].argmax(1)
+            rows.append({"S": S, "judged_source": (pred == y0).float().mean().item(),
+                         "judged_target": (pred == out["y_target"]).float().mean().item(),
+                         "l2_to_source": (out["x"] - x0).flatten(1).norm(dim=1).mean().item(),
+                         "l2_source_to_nearest_other": baseline})
+        return rows
+
+    return pd.DataFrame(cached("sd_semantic_shift", key, compute)).round(3)
+
+
+def outlier_verdicts(profile: Profile, generator: str, seed: int = 0) -> pd.Series:
+    """How the cross-entropy classifier sees an outlier set: the fraction it assigns to the
+    outliers' source class (SD: source image's label; mixup: a; latent: boundary class), to
+    their other class (SD: c_r; mixup: b), or to any other class, and its mean confidence."""
+    out = outliers(profile, generator)
+    logits = predict(load_classifier(classifier(profile, "ce", seed)), out.x)[0]
+    pred = logits.argmax(1)
+    source = pred == out.y_source
+    target = pred == out.y_target if out.y_target is not None else torch.zeros_like(source)
+    return pd.Series({"source class": source.float().mean().item(), "other class (c_r / b)": target.float().mean().item(),
+                      "any other class": (~source & ~target).float().mean().item(),
+                      "mean confidence": -msp(logits).mean().item()}, name=generator).round(3)

@@ -85,22 +85,47 @@ def image_grid(rows: dict, n: int = 10, path: Path | None = None, scale: float =
     return fig
 
 
-def sd_grid(sd: dict, source_x: torch.Tensor, n: int = 10, path: Path | None = None):
-    """SD outliers beneath their source images, titled 'source label -> target class'."""
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.3), squeeze=False)
+def outlier_title(out, i: int) -> str:
+    """Short provenance of outlier ``i``: SD 'source→c_r', mixup 'a·λ+b', latent 'near c'."""
+    if out.generator == "sd":
+        return f"{int(out.y_source[i])}→{int(out.y_target[i])}"
+    if out.generator == "mixup":
+        return f"{int(out.y_source[i])}·{float(out.lam[i]):.2f}+{int(out.y_target[i])}"
+    return f"near {int(out.y_source[i])}"
+
+
+def outlier_grid(out, source_x: torch.Tensor | None = None, n: int = 10, path: Path | None = None):
+    """``n`` outliers of an :class:`ood_lib.outliers.OutlierSet`, titled by their provenance;
+    SD outliers are shown beneath their source images (``source_x``: the ID training images)."""
+    with_source = out.generator == "sd" and source_x is not None
+    rows = 2 if with_source else 1
+    fig, axes = plt.subplots(rows, n, figsize=(n * 0.95, 1.2 * rows + 0.3), squeeze=False)
     for c in range(n):
-        i = int(sd["source_index"][c])
-        for r, img in enumerate((source_x[i], sd["x"][c])):
+        images = ([source_x[int(out.source_index[c])]] if with_source else []) + [out.x[c]]
+        for r, img in enumerate(images):
             axes[r, c].imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
             axes[r, c].axis("off")
-        axes[0, c].set_title(f"{int(sd['y_source'][c])}→{int(sd['y_target'][c])}", fontsize=8)
-    axes[0, 0].text(-4, 14, "source", ha="right", va="center", fontsize=8)
-    axes[1, 0].text(-4, 14, "SD", ha="right", va="center", fontsize=8)
-    fig.suptitle(f"SD outliers (S={sd['S']}, w={sd['w']}); title: source label → guidance class", fontsize=9)
+        axes[0, c].set_title(outlier_title(out, c), fontsize=7)
+    if with_source:
+        axes[0, 0].text(-4, 14, "source", ha="right", va="center", fontsize=8)
+        axes[1, 0].text(-4, 14, "SD", ha="right", va="center", fontsize=8)
+    shown = {k: v for k, v in out.params.items() if k in ("S", "w", "lam_low", "lam_high", "sigma", "k", "sampler", "labels")}
+    fig.suptitle(f"{out.generator} outliers {shown}", fontsize=8)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def write_outlier_diagnostics(diag: pd.DataFrame, outdir: Path) -> Path:
+    """``outlier_diagnostics.csv`` and ``.md`` (from ``pipeline.outlier_diagnostics``)."""
+    diag.to_csv(outdir / "outlier_diagnostics.csv", index=False, float_format="%.6f")
+    md = outdir / "outlier_diagnostics.md"
+    md.write_text("Outlier diagnostics (notebook 05): Fréchet distance to ID test in the CE classifier's "
+                  "feature space, its mean max-softmax confidence, mean pixel L2 to the nearest ID training "
+                  "image, generation cost per 1,000 outliers, one-off generator training seconds.\n\n"
+                  f"{diag.round(3).to_markdown(index=False)}\n")
+    return md
 
 
 def score_histograms(scored: dict, path: Path | None = None, title: str = ""):

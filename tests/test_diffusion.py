@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ood_lib.config import DDPMConfig
-from ood_lib.diffusion import build_unet, ddim_denoise, ddim_scheduler, diffuse, guided_eps, train_ddpm
+from ood_lib.diffusion import build_unet, denoise, ddim_scheduler, diffuse, guided_eps, train_ddpm
 from ood_lib.outliers import other_class, semantic_discrepant
 
 TINY = DDPMConfig(block_out_channels=(8, 16, 16), steps=6, batch_size=8, warmup_steps=1, checkpoint_every=2)
@@ -74,7 +74,7 @@ def test_sd_is_deterministic_under_a_seed(unet):
 def test_ddim_rejects_start_not_on_the_stride_grid(unet):
     x, y = _images()
     with pytest.raises(ValueError, match="multiple"):
-        ddim_denoise(unet, x, 130, y, 1.0, 50)
+        denoise(unet, x, 130, y, 1.0, 50)
 
 
 def test_interrupted_ddpm_training_resumes_from_checkpoint(tmp_path):
