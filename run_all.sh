@@ -5,11 +5,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 usage() {
   cat <<'TXT'
-Usage: ./run_all.sh [--profile NAME] [--test] [--refresh-notebooks] [--help]
+Usage: ./run_all.sh [--profile NAME] [--full] [--test] [--refresh-notebooks] [--help]
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
-  --profile NAME       smoke (minutes) | digits (default, about 15 min on 2 CPU cores)
+  --profile NAME       smoke (minutes) | digits (default, about 25 min on 2 CPU cores)
+  --full               also the optional, costly parts of the notebooks (their `full` parameter):
+                       SD outliers from a second DDPM trained on pseudo labels (+ about 8 min on digits)
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
@@ -20,10 +22,12 @@ TXT
 
 profile=digits
 mode=run
+full=False
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
+    --full) full=True; shift ;;
     --test) mode=test; shift ;;
     --refresh-notebooks) mode=refresh; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -76,7 +80,9 @@ PY
       name="$(basename "$nb")"
       echo "== $name (profile $profile)"
       t0=$(date +%s)
-      papermill --cwd notebooks -k python3 -p profile "$profile" "$nb" "$out/notebooks/$name" \
+      params=(-p profile "$profile")
+      grep -q '"full = ' "$nb" && params+=(-p full "$full")
+      papermill --cwd notebooks -k python3 "${params[@]}" "$nb" "$out/notebooks/$name" \
         --no-progress-bar --log-output \
         || { echo "run_all.sh: $name failed; its executed copy is $out/notebooks/$name" >&2; exit 1; }
       printf '%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$timings.tmp"
