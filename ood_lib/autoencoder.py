@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL
 
 from .artifacts import atomic_save, safe_load
 from .config import AutoencoderConfig
-from .runtime import progress as progress_bar, seed_everything
+from .runtime import progress as progress_bar, seed_everything, step_generator
 
 LATENT_MULTIPLE = 4
 
@@ -67,11 +67,6 @@ def build_autoencoder(cfg: AutoencoderConfig, channels: int = 1, image_size: int
     )
 
 
-def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """Randomness of one step depends only on (seed, step, rank): a resumed run replays it."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
-
-
 class _Objective(torch.nn.Module):
     """Encode, sample the posterior and decode inside one ``forward``: under DDP only calls
     through ``forward`` synchronise gradients, and AutoencoderKL's does not return the KL."""
@@ -119,7 +114,7 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
                        main=accelerator.is_main_process)
     objective.train()
     while step < cfg.steps:
-        g = _step_generator(cfg.seed, step, accelerator.process_index)
+        g = step_generator(cfg.seed, step, accelerator.process_index)
         x = x_all[torch.randint(len(x_all), (cfg.batch_size,), generator=g)].to(dev)
         recon, kl = objective(x, g)
         loss = F.l1_loss(recon, x) + cfg.kl_weight * kl
@@ -171,20 +166,34 @@ def from_pretrained_autoencoder(path_or_id: str) -> AutoencoderKL:
 def encode(ae: AutoencoderKL, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Deterministic latents (posterior means) of images in [0, 1], on the CPU."""
     dev = next(ae.parameters()).device
-    x = to_ae_space(images.float(), _n_blocks(ae))
+    x = to_ae_space(_match_channels(images.float(), ae.config.in_channels), _n_blocks(ae))
     return torch.cat([ae.encode(x[i:i + batch_size].to(dev)).latent_dist.mean.cpu()
                       for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
 def decode(ae: AutoencoderKL, latents: torch.Tensor, image_size: int = 28,
-           batch_size: int = 256) -> torch.Tensor:
-    """Images in [0, 1] (cropped to ``image_size``) from latents, on the CPU."""
+           batch_size: int = 256, channels: int | None = 1) -> torch.Tensor:
+    """Images in [0, 1] (cropped to ``image_size``, with ``channels`` channels; None keeps the
+    autoencoder's) from latents, on the CPU."""
     dev = next(ae.parameters()).device
-    return torch.cat([from_ae_space(ae.decode(latents[i:i + batch_size].to(dev)).sample.cpu(), image_size)
-                      for i in range(0, len(latents), batch_size)])
+    x = torch.cat([from_ae_space(ae.decode(latents[i:i + batch_size].to(dev)).sample.cpu(), image_size)
+                   for i in range(0, len(latents), batch_size)])
+    return _match_channels(x, channels) if channels else x
+
+
+def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey images for an RGB autoencoder (a pretrained VAE) and back: repeat or average."""
+    if images.shape[1] == channels:
+        return images
+    if images.shape[1] == 1:
+        return images.expand(-1, channels, -1, -1)
+    if channels == 1:
+        return images.mean(1, keepdim=True)
+    raise ValueError(f"cannot map {images.shape[1]}-channel images to {channels} channels")
 
 
 def reconstruction_error(ae: AutoencoderKL, images: torch.Tensor) -> float:
     """Mean absolute error of decode(encode(x)) against x, in [0, 1] pixel units."""
-    return (decode(ae, encode(ae, images), images.shape[-1]) - images).abs().mean().item()
+    recon = decode(ae, encode(ae, images), images.shape[-1], channels=images.shape[1])
+    return (recon - images).abs().mean().item()

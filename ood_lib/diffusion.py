@@ -21,7 +21,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .artifacts import atomic_save, safe_load
-from .runtime import progress as progress_bar, seed_everything
+from .runtime import progress as progress_bar, seed_everything, step_generator
 from .config import DDPMConfig
 
 
@@ -43,12 +43,6 @@ def build_unet(cfg: DDPMConfig, n_classes: int, image_size: int = 28, channels: 
 
 def noise_scheduler(cfg: DDPMConfig) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear")
-
-
-def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """Randomness of one training step depends only on (seed, step, rank): resuming from a
-    checkpoint replays exactly the same batches, noise and label drops."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -95,7 +89,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     bar = progress_bar(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
     unet.train()
     while step < cfg.steps:
-        g = _step_generator(cfg.seed, step, accelerator.process_index)
+        g = step_generator(cfg.seed, step, accelerator.process_index)
         idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g)
         x0 = x_all[idx]
         y = y_all[idx].clone()

@@ -16,6 +16,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Randomness of one training step depends only on (seed, step, rank): resuming from a
+    checkpoint replays exactly the same batches and noise."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+
+
 def progress(iterable=None, main: bool = True, **kwargs):
     """tqdm bar, off when ``TQDM_DISABLE=1`` (tests) or on non-main processes."""
     if not main or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):

@@ -89,3 +89,14 @@ def test_same_seed_same_weights_other_seed_differs(bench, tmp_path):
 def test_unloadable_pretrained_weights_say_how_to_go_on(tmp_path):
     with pytest.raises(RuntimeError, match="(?s)could not load .* hub.*AutoencoderConfig.pretrained empty"):
         from_pretrained_autoencoder(str(tmp_path / "no_such_vae"))
+
+
+def test_grey_images_go_through_an_rgb_autoencoder(bench):
+    """A pretrained diffusers VAE is RGB: grey digits are repeated in, averaged out."""
+    torch.manual_seed(0)
+    rgb = build_autoencoder(dataclasses.replace(TINY, block_out_channels=(8, 8, 8)), channels=3).eval()
+    x = bench.id_test.x[:4]
+    z = encode(rgb, x)
+    assert z.shape == (4, 4, 8, 8)
+    assert decode(rgb, z).shape == (4, 1, 28, 28)
+    assert decode(rgb, z, channels=None).shape == (4, 3, 28, 28)
