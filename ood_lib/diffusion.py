@@ -208,20 +208,25 @@ def denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, cond: torch.Tens
             stride: int, clip_sample: bool = False, sampler: str = "ddim",
             generator: torch.Generator | None = None) -> torch.Tensor:
     """Denoise ``x_t`` (model space, at DDPM timestep ``t_start``) to x_0 with guided DDIM
-    (deterministic) or ancestral DDPM steps (noise from ``generator``), every ``stride`` steps."""
+    (deterministic) or ancestral DDPM steps (noise from ``generator``).
+
+    DDIM visits t_start, t_start - stride, ... and steps from the last one straight to x_0, so
+    any t_start works (e.g. paper 3's S = 80 with stride 20 or 50). The DDPM sampler needs
+    t_start on its grid (a multiple of ``stride``)."""
     n_train = unet.config.get("num_train_timesteps") or 1000
     sched = _scheduler(sampler, n_train, stride, clip_sample)
-    if t_start % stride:
-        raise ValueError(f"start timestep {t_start} must be a multiple of the DDIM stride {stride}")
+    if not 0 <= t_start < n_train:
+        raise ValueError(f"start timestep {t_start} must lie in [0, {n_train})")
+    if sampler == "ddpm" and t_start % stride:
+        raise ValueError(f"the DDPM sampler needs a start timestep that is a multiple of the stride {stride}, "
+                         f"not {t_start}; use sampler='ddim' for any start")
     x = x_t
-    for t in sched.timesteps:
-        if int(t) > t_start:
-            continue
-        eps = guided_eps(unet, x, int(t), cond, w)
+    for t in range(t_start, -1, -stride):
+        eps = guided_eps(unet, x, t, cond, w)
         if sampler == "ddim":
-            x = sched.step(eps, int(t), x, eta=0.0).prev_sample
+            x = sched.step(eps, t, x, eta=0.0).prev_sample
         else:
-            x = sched.step(eps.cpu(), int(t), x.cpu(), generator=generator).prev_sample.to(x_t.device)
+            x = sched.step(eps.cpu(), t, x.cpu(), generator=generator).prev_sample.to(x_t.device)
     return x
 
 

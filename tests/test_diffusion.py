@@ -71,10 +71,23 @@ def test_sd_is_deterministic_under_a_seed(unet):
     assert torch.equal(a["x"], b["x"])
 
 
-def test_ddim_rejects_start_not_on_the_stride_grid(unet):
+def test_ddim_from_a_start_off_the_stride_grid_visits_start_minus_multiples_of_stride(unet):
+    """S = 130, stride 50: steps at 130, 80, 30, then straight to x_0 (alpha_prev = 1)."""
     x, y = _images()
+    x = x * 2 - 1
+    got = denoise(unet, x, 130, y, 0.0, 50)
+    sched = ddim_scheduler(1000, 50)
+    ref = x
+    with torch.no_grad():
+        for t in (130, 80, 30):
+            eps = unet(ref, t, class_labels=y).sample
+            a_t = sched.alphas_cumprod[t]
+            a_prev = sched.alphas_cumprod[t - 50] if t >= 50 else torch.tensor(1.0)
+            x0 = (ref - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+            ref = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="multiple"):
-        denoise(unet, x, 130, y, 1.0, 50)
+        denoise(unet, x, 130, y, 1.0, 50, sampler="ddpm")
 
 
 def test_interrupted_ddpm_training_resumes_from_checkpoint(tmp_path):
