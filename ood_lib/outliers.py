@@ -220,7 +220,11 @@ class EmbeddingEncoder(torch.nn.Module):
         return F.normalize(self.proj(self.backbone.features(x)), dim=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x) @ F.normalize(self.class_vectors, dim=1).T / self.temperature
+        return self.logits_of(self(x))
+
+    def logits_of(self, z: torch.Tensor) -> torch.Tensor:
+        """Cosine logits of (unit-norm) embeddings ``z``."""
+        return z @ F.normalize(self.class_vectors, dim=1).T / self.temperature
 
 
 def train_embedding_encoder(x: torch.Tensor, y: torch.Tensor, class_vectors: torch.Tensor, epochs: int,

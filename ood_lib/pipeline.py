@@ -201,8 +201,7 @@ def latent_outliers(profile: Profile) -> OutlierSet:
         t3 = time.perf_counter()
         out.timings = {"encoder": t1 - t0, "sampling": t2 - t1, "decoding": t3 - t2}
         out.seconds = t3 - t0
-        out.params["encoder_accuracy"] = id_accuracy(enc.logits(b.id_train.x), b.id_train.y) \
-            if len(b.id_train.x) <= 5000 else float("nan")
+        out.params["encoder_accuracy"] = id_accuracy(enc.logits_of(emb), b.id_train.y)
         return out.to_dict()
 
     return OutlierSet.from_dict(cached("latent_outliers", latent_key(profile), compute))
