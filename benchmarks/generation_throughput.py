@@ -22,7 +22,7 @@ from ood_lib import get_profile, pipeline
 from ood_lib.autoencoder import decode
 from ood_lib.diagnostics import UNetEvalCounter, per_thousand
 from ood_lib.diffusion import load_unet, n_params
-from ood_lib.outliers import embed, label_mixup, latent_boundary_outliers, make_sd_outliers, train_embedding_encoder
+from ood_lib.outliers import id_embeddings, label_mixup, latent_boundary_outliers, make_sd_outliers
 from ood_lib.report import results_dir
 
 
@@ -53,10 +53,7 @@ def main() -> None:
     sd_cfg = dataclasses.replace(P.sd, n_outliers=args.n, batch_size=min(args.n, P.sd.batch_size))
     mix_cfg = dataclasses.replace(P.mixup, n_outliers=args.n, batch_size=min(args.n, P.mixup.batch_size))
     lat_cfg = dataclasses.replace(P.latent, n_outliers=args.n, batch_size=min(args.n, P.latent.batch_size))
-    vectors = latent.class_embedding.weight.detach()[: b.n_classes]
-    enc = train_embedding_encoder(b.id_train.x, b.id_train.y, vectors, P.latent.encoder_epochs,
-                                  P.latent.temperature, seed=P.latent.seed, progress=False)
-    emb = embed(enc, b.id_train.x)
+    emb, _ = id_embeddings(latent, b.id_train.x, b.id_train.y, b.n_classes, P.latent, progress=False)
 
     def latent_images():
         out = latent_boundary_outliers(latent, emb, b.id_train.y, b.n_classes, lat_cfg, progress=False)

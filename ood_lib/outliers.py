@@ -253,6 +253,18 @@ def embed(enc: EmbeddingEncoder, x: torch.Tensor, batch_size: int = 512) -> torc
     return torch.cat([enc(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def id_embeddings(latent_unet: UNet2DModel, x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg,
+                  progress: bool = True) -> tuple[torch.Tensor, float]:
+    """Embed the ID images in the latent DDPM's conditioning space: train an
+    :class:`EmbeddingEncoder` on its class embeddings e(0..C-1) and return the unit-norm
+    embeddings with the encoder's training accuracy (``cfg``: LatentOutlierConfig)."""
+    vectors = latent_unet.class_embedding.weight.detach()[:n_classes]
+    enc = train_embedding_encoder(x, y, vectors, cfg.encoder_epochs, cfg.temperature, seed=cfg.seed,
+                                  progress=progress)
+    emb = embed(enc, x)
+    return emb, (enc.logits_of(emb).argmax(1) == y).float().mean().item()
+
+
 @torch.no_grad()
 def latent_boundary_outliers(latent_unet: UNet2DModel, emb: torch.Tensor, labels: torch.Tensor,
                              n_classes: int, cfg, progress: bool = True) -> OutlierSet:

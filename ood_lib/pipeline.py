@@ -22,13 +22,14 @@ from .diagnostics import UNetEvalCounter
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
 from .metrics import id_accuracy, ood_metrics
 from .models import predict
-from .outliers import (GENERATORS, OutlierSet, embed, label_mixup, latent_boundary_outliers,
-                       make_sd_outliers, train_embedding_encoder)
+from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
+                       make_sd_outliers)
 from .scores import SCORES, KNNScorer, compute_scores, msp
 from .train import load_classifier, train_classifier
 
 GENERATOR_OF_LOSS = {"ce": "none", "oe": "sd"}
 LABEL_SOURCES = ("true", "pseudo")
+
 
 @lru_cache(maxsize=4)
 def benchmark(profile: Profile) -> Benchmark:
@@ -124,19 +125,13 @@ def latent_ddpm(profile: Profile) -> dict:
 
 
 # ------------------------------------------------------------------------------ outliers
-def _generate(make, unets) -> OutlierSet:
-    """Run a generator, recording its wall time and UNet image-evaluations."""
+def _generate(make, unet) -> OutlierSet:
+    """Run a generator, recording its wall time and the UNet's image-evaluations."""
     start = time.perf_counter()
-    counters = [UNetEvalCounter(u) for u in unets]
-    for c in counters:
-        c.__enter__()
-    try:
+    with UNetEvalCounter(unet) as counter:
         out = make()
-    finally:
-        for c in counters:
-            c.__exit__(None, None, None)
     out.seconds = time.perf_counter() - start
-    out.unet_evals = sum(c.evals for c in counters)
+    out.unet_evals = counter.evals
     return out
 
 
@@ -152,7 +147,7 @@ def sd_outliers(profile: Profile) -> OutlierSet:
     def compute(_):
         unet = load_unet(ddpm(profile, profile.sd.labels))
         y = train_labels(profile, profile.sd.labels)
-        out = _generate(lambda: make_sd_outliers(unet, b.id_train.x, y, b.n_classes, profile.sd), [unet])
+        out = _generate(lambda: make_sd_outliers(unet, b.id_train.x, y, b.n_classes, profile.sd), unet)
         out.params["labels"] = profile.sd.labels
         return out.to_dict()
 
@@ -169,7 +164,7 @@ def mixup_outliers(profile: Profile) -> OutlierSet:
 
     def compute(_):
         unet = load_unet(ddpm(profile))
-        out = _generate(lambda: label_mixup(unet, profile.mixup.n_outliers, b.n_classes, profile.mixup), [unet])
+        out = _generate(lambda: label_mixup(unet, profile.mixup.n_outliers, b.n_classes, profile.mixup), unet)
         return out.to_dict()
 
     return OutlierSet.from_dict(cached("mixup_outliers", mixup_key(profile), compute))
@@ -190,18 +185,15 @@ def latent_outliers(profile: Profile) -> OutlierSet:
         art = latent_ddpm(profile)
         unet, ae = load_unet(art), autoencoder(profile)
         t0 = time.perf_counter()
-        vectors = unet.class_embedding.weight.detach()[: b.n_classes]
-        enc = train_embedding_encoder(b.id_train.x, b.id_train.y, vectors, cfg.encoder_epochs,
-                                      cfg.temperature, seed=cfg.seed)
-        emb = embed(enc, b.id_train.x)
+        emb, encoder_accuracy = id_embeddings(unet, b.id_train.x, b.id_train.y, b.n_classes, cfg)
         t1 = time.perf_counter()
-        out = _generate(lambda: latent_boundary_outliers(unet, emb, b.id_train.y, b.n_classes, cfg), [unet])
+        out = _generate(lambda: latent_boundary_outliers(unet, emb, b.id_train.y, b.n_classes, cfg), unet)
         t2 = time.perf_counter()
         out.x = decode(ae, out.latents / art["scale"])
         t3 = time.perf_counter()
         out.timings = {"encoder": t1 - t0, "sampling": t2 - t1, "decoding": t3 - t2}
         out.seconds = t3 - t0
-        out.params["encoder_accuracy"] = id_accuracy(enc.logits_of(emb), b.id_train.y)
+        out.params["encoder_accuracy"] = encoder_accuracy
         return out.to_dict()
 
     return OutlierSet.from_dict(cached("latent_outliers", latent_key(profile), compute))
