@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from ood_lib import get_profile, pipeline
-from ood_lib.autoencoder import decode
 from ood_lib.diagnostics import UNetEvalCounter, per_thousand
 from ood_lib.diffusion import load_unet, n_params
 from ood_lib.outliers import id_embeddings, label_mixup, latent_boundary_outliers, make_sd_outliers
@@ -47,8 +46,7 @@ def main() -> None:
     P = get_profile(args.profile)
     b = pipeline.benchmark(P)
     pixel = load_unet(pipeline.ddpm(P))
-    lat_art = pipeline.latent_ddpm(P)
-    latent, ae = load_unet(lat_art), pipeline.autoencoder(P)
+    latent = load_unet(pipeline.latent_ddpm(P))
 
     sd_cfg = dataclasses.replace(P.sd, n_outliers=args.n, batch_size=min(args.n, P.sd.batch_size))
     mix_cfg = dataclasses.replace(P.mixup, n_outliers=args.n, batch_size=min(args.n, P.mixup.batch_size))
@@ -57,7 +55,7 @@ def main() -> None:
 
     def latent_images():
         out = latent_boundary_outliers(latent, emb, b.id_train.y, b.n_classes, lat_cfg, progress=False)
-        return decode(ae, out.latents / lat_art["scale"])
+        return pipeline.decode_latents(P, out.latents)
 
     runs = {
         "sd (pixel)": (lambda: make_sd_outliers(pixel, b.id_train.x, b.id_train.y, b.n_classes, sd_cfg, progress=False), pixel),

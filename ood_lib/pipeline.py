@@ -124,6 +124,11 @@ def latent_ddpm(profile: Profile) -> dict:
     return cached("latent_ddpm", latent_ddpm_key(profile), _timed(compute))
 
 
+def decode_latents(profile: Profile, latents: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] from the latent DDPM's (scaled) latents."""
+    return decode(autoencoder(profile), latents / latent_ddpm(profile)["scale"])
+
+
 # ------------------------------------------------------------------------------ outliers
 def _generate(make, unet) -> OutlierSet:
     """Run a generator, recording its wall time and the UNet's image-evaluations."""
@@ -182,14 +187,13 @@ def latent_outliers(profile: Profile) -> OutlierSet:
     cfg = profile.latent
 
     def compute(_):
-        art = latent_ddpm(profile)
-        unet, ae = load_unet(art), autoencoder(profile)
+        unet = load_unet(latent_ddpm(profile))
         t0 = time.perf_counter()
         emb, encoder_accuracy = id_embeddings(unet, b.id_train.x, b.id_train.y, b.n_classes, cfg)
         t1 = time.perf_counter()
         out = _generate(lambda: latent_boundary_outliers(unet, emb, b.id_train.y, b.n_classes, cfg), unet)
         t2 = time.perf_counter()
-        out.x = decode(ae, out.latents / art["scale"])
+        out.x = decode_latents(profile, out.latents)
         t3 = time.perf_counter()
         out.timings = {"encoder": t1 - t0, "sampling": t2 - t1, "decoding": t3 - t2}
         out.seconds = t3 - t0
