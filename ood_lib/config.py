@@ -110,15 +110,31 @@ class LatentOutlierConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Small CNN training (cross-entropy or outlier exposure)."""
+    """Classifier training: backbone, optimiser, and the weights of each loss family (a
+    model's cache key holds only the fields its loss reads: ``LOSS_FIELDS``)."""
 
-    width: int = 32
+    backbone: str = "small_cnn"        # small_cnn | resnet18 | wrn40_2
+    width: int = 32                    # small_cnn width
     epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    oe_lambda: float = 0.5             # weight of KL(uniform || p) on outliers
     outlier_batch_size: int = 64
+    oe_lambda: float = 0.5             # weight of KL(uniform || p) on outliers (OE, metric losses)
+    energy_lambda: float = 0.1         # energy-bounded OE: weight and margins (Liu et al. 2020)
+    m_in: float = -25.0
+    m_out: float = -7.0
+    embedding_size: int = 128          # metric-learning embedding
+    sd_lambda: float = 1.0             # SD three-head loss: weight of the out-head
+
+
+# Fields of ClassifierConfig that only some loss families read.
+LOSS_FIELDS = {
+    "oe": ("oe_lambda", "outlier_batch_size"),
+    "energy_oe": ("energy_lambda", "m_in", "m_out", "outlier_batch_size"),
+    "metric": ("embedding_size", "oe_lambda", "outlier_batch_size"),
+    "sd_three_head": ("sd_lambda", "outlier_batch_size"),
+}
 
 
 @dataclass(frozen=True)

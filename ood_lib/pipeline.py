@@ -16,7 +16,7 @@ import torch
 from .artifacts import cached
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
-from .config import Profile, override, to_dict
+from .config import LOSS_FIELDS, Profile, override, to_dict
 from .data import Benchmark, load_digits
 from .diagnostics import UNetEvalCounter
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
@@ -25,9 +25,12 @@ from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers)
 from .scores import SCORES, KNNScorer, compute_scores, msp
-from .train import load_classifier, train_classifier
+from .train import LOSSES, NEEDS_OUTLIERS, load_classifier, loss_family, train_classifier
 
-GENERATOR_OF_LOSS = {"ce": "none", "oe": "sd"}
+# The outlier source a loss trains with unless told otherwise.
+DEFAULT_GENERATOR = {"ce": "none", "oe": "sd", "energy_oe": "sd", "sd_three_head": "sd",
+                     "arcface": "none", "cosface": "none", "supcon": "none", "proxyanchor": "none"}
+OUTLIER_SOURCES = ("none", *GENERATORS)
 LABEL_SOURCES = ("true", "pseudo")
 
 
@@ -217,46 +220,65 @@ def outlier_key(profile: Profile, generator: str) -> dict:
     return {"sd": sd_key, "mixup": mixup_key, "latent": latent_key}[generator](profile)
 
 
-def classifier_key(profile: Profile, loss: str, seed: int) -> dict:
+def _run(loss: str, generator: str | None) -> tuple[str, str]:
+    """Validate a (loss, outlier source) pair; ``None`` picks the loss's default source."""
+    if loss not in LOSSES:
+        raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
+    generator = DEFAULT_GENERATOR[loss] if generator is None else generator
+    if generator not in OUTLIER_SOURCES:
+        raise KeyError(f"unknown outlier source {generator!r}; valid: {list(OUTLIER_SOURCES)}")
+    if generator == "none" and loss in NEEDS_OUTLIERS:
+        raise ValueError(f"loss {loss!r} trains on outliers: pick a generator from {list(GENERATORS)}")
+    return loss, generator
+
+
+def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None = None) -> dict:
+    """The classifier's cache key: only the config fields its loss reads (``LOSS_FIELDS``),
+    and the key of its outlier set."""
+    loss, generator = _run(loss, generator)
     clf = to_dict(profile.clf)
+    optional = {f for fields in LOSS_FIELDS.values() for f in fields}
+    used = set(LOSS_FIELDS.get(loss_family(loss), ()))
+    if generator == "none":
+        used -= {"oe_lambda", "outlier_batch_size"}
+    clf = {k: v for k, v in clf.items() if k not in optional or k in used}
     key = {"data": to_dict(profile.data), "clf": clf, "loss": loss, "seed": seed}
-    if GENERATOR_OF_LOSS[loss] == "sd":
-        key["outliers"] = outlier_key(profile, "sd")
-    else:  # settings that only outlier losses read do not change this model
-        for field in ("oe_lambda", "outlier_batch_size"):
-            clf.pop(field)
+    if generator != "none":
+        key["outliers"] = {"generator": generator, **outlier_key(profile, generator)}
     return key
 
 
-def classifier(profile: Profile, loss: str, seed: int = 0) -> dict:
-    """Train (or load) the small CNN with ``loss`` ("ce" or "oe" on SD outliers)."""
-    if loss not in GENERATOR_OF_LOSS:
-        raise KeyError(f"unknown loss {loss!r}; valid losses: {list(GENERATOR_OF_LOSS)}")
+def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None = None) -> dict:
+    """Train (or load) a classifier with ``loss`` (``ood_lib.train.LOSSES``) on the ID training
+    split plus the outliers of ``generator`` ("none", "sd", "mixup", "latent"; default
+    ``DEFAULT_GENERATOR[loss]``)."""
+    loss, generator = _run(loss, generator)
     b = benchmark(profile)
 
     def compute(workdir):
-        gen = GENERATOR_OF_LOSS[loss]
-        pool = None if gen == "none" else outliers(profile, gen).x
+        pool = None if generator == "none" else outliers(profile, generator)
         start = time.perf_counter()
         art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss,
-                               outliers=pool, seed=seed, workdir=workdir)
+                               outliers=None if pool is None else pool.x, seed=seed, workdir=workdir,
+                               outlier_labels=None if pool is None else pool.y_source)
         art["seconds"] = time.perf_counter() - start
         return art
 
-    return cached("classifier", classifier_key(profile, loss, seed), compute)
+    return cached("classifier", classifier_key(profile, loss, seed, generator), compute)
 
 
-def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test") -> dict:
+def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test",
+               generator: str | None = None) -> dict:
     """Scores of one trained model on the ID set and every OOD set of ``split`` (cached).
 
     Returns ``{"id": {score: tensor}, "ood": {name: {score: tensor}}, "groups": {name: group},
     "id_acc": float, "train_seconds": float}``.
     """
     b = benchmark(profile)
-    key = {"classifier": classifier_key(profile, loss, seed), "split": split, "knn_k": profile.knn_k}
+    key = {"classifier": classifier_key(profile, loss, seed, generator), "split": split, "knn_k": profile.knn_k}
 
     def compute(_):
-        art = classifier(profile, loss, seed)
+        art = classifier(profile, loss, seed, generator)
         model = load_classifier(art)
         knn = KNNScorer(predict(model, b.id_train.x)[1], k=profile.knn_k)
         id_set = b.id_test if split == "test" else b.id_val
@@ -270,15 +292,18 @@ def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test") 
 
 
 def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.DataFrame:
-    """The tidy results table: one row per (ood_dataset, loss, score, seed)."""
+    """The tidy results table: one row per (ood_dataset, generator, loss, score, seed).
+    ``losses`` holds loss names (trained with their default outlier source) or
+    ``(loss, generator)`` pairs."""
     rows = []
-    for loss in losses:
+    for spec in losses:
+        loss, generator = _run(*(spec if isinstance(spec, tuple) else (spec, None)))
         for seed in profile.seeds:
-            s = score_sets(profile, loss, seed, split)
+            s = score_sets(profile, loss, seed, split, generator)
             for ood_name, ood_scores in s["ood"].items():
                 for score in SCORES:
                     rows.append({"profile": profile.name, "id_dataset": "digits_0to5", "ood_dataset": ood_name,
-                                 "ood_group": s["groups"][ood_name], "generator": GENERATOR_OF_LOSS[loss],
+                                 "ood_group": s["groups"][ood_name], "generator": generator,
                                  "loss": loss, "score": score, "seed": seed,
                                  **ood_metrics(s["id"][score], ood_scores[score]),
                                  "ID_acc": s["id_acc"], "train_seconds": s["train_seconds"]})

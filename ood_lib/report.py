@@ -31,14 +31,15 @@ def mean_std(values: pd.Series, digits: int = 1) -> str:
 
 
 def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
-    """Rows loss × score, columns (OOD set, metric); cells mean ± std (%) over seeds.
+    """Rows generator × loss × score, columns (OOD set, metric); cells mean ± std (%) over seeds.
     OOD sets are ordered near first, then far, as they appear in ``df``."""
     order = list(dict.fromkeys(df.sort_values("ood_group", key=lambda s: s != "near", kind="stable").ood_dataset))
-    cells = (df.groupby(["loss", "score", "ood_dataset"], sort=False)[list(metrics)]
+    rows = ["generator", "loss", "score"]
+    cells = (df.groupby([*rows, "ood_dataset"], sort=False)[list(metrics)]
                .agg(mean_std).unstack("ood_dataset"))
     cells = cells.swaplevel(0, 1, axis=1)
     cells = cells.reindex(columns=pd.MultiIndex.from_product([order, list(metrics)]))
-    acc = df.groupby(["loss", "score"], sort=False)["ID_acc"].agg(mean_std)
+    acc = df.groupby(rows, sort=False)["ID_acc"].agg(mean_std)
     cells[("ID", "acc")] = acc
     return cells
 

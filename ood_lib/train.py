@@ -13,27 +13,74 @@ import torch
 from accelerate import Accelerator
 
 from .artifacts import atomic_save, safe_load
+import torch.nn.functional as F
+
 from .config import ClassifierConfig
-from .losses import LOSSES, outlier_exposure
-from .models import SmallCNN
+from .losses import METRIC_LOSSES, energy_oe, metric_loss, metric_oe, outlier_exposure, three_head_loss
+from .models import MetricNet, MultiHeadNet, build_backbone
 from .runtime import progress, seed_everything
+
+LOSSES = ("ce", "oe", "energy_oe", *METRIC_LOSSES, "sd_three_head")
+NEEDS_OUTLIERS = ("oe", "energy_oe", "sd_three_head")   # metric losses: outliers optional
+
+
+def loss_family(loss: str) -> str:
+    """The ``LOSS_FIELDS`` family of a loss: which config fields it reads."""
+    return "metric" if loss in METRIC_LOSSES else loss
+
+
+def build_model(loss: str, n_classes: int, in_channels: int, cfg: ClassifierConfig) -> torch.nn.Module:
+    """The network a loss trains: a plain backbone (softmax family), a three-head network
+    (SD) or a backbone with an embedding and metric proxies (metric family)."""
+    backbone = build_backbone(cfg.backbone, n_classes, in_channels, cfg.width)
+    if loss in METRIC_LOSSES:
+        return MetricNet(backbone, metric_loss(loss, n_classes, cfg.embedding_size), cfg.embedding_size)
+    if loss == "sd_three_head":
+        return MultiHeadNet(backbone, n_classes, heads=("bin", "in", "out"))
+    return backbone
+
+
+def batch_loss(loss: str, model, xb, yb, ob, oyb, cfg: ClassifierConfig):
+    """(loss value, ID logits) for an ID batch and an optional outlier batch ``ob`` with
+    source labels ``oyb`` (read only by the SD three-head loss)."""
+    n = len(xb)
+    inputs = xb if ob is None else torch.cat([xb, ob])
+    if loss in METRIC_LOSSES:
+        emb = model.embed(model.features(inputs))
+        value = metric_oe(model.metric, emb[:n], yb, emb[n:] if ob is not None else None, cfg.oe_lambda)
+        return value, model.metric.logits(emb[:n])
+    if loss == "sd_three_head":
+        out = model(inputs)
+        is_out = torch.arange(len(inputs), device=inputs.device) >= n
+        value = three_head_loss(out["bin"], out["in"], out["out"], torch.cat([yb, oyb]), is_out, cfg.sd_lambda)
+        return value, out["in"][:n]
+    logits = model(inputs)
+    lid, lout = logits[:n], (logits[n:] if ob is not None else None)
+    if loss == "energy_oe":
+        return energy_oe(lid, yb, lout, cfg.energy_lambda, cfg.m_in, cfg.m_out), lid
+    if loss == "oe":
+        return outlier_exposure(lid, yb, lout, cfg.oe_lambda), lid
+    return F.cross_entropy(lid, yb), lid
 
 
 def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: ClassifierConfig,
                      loss: str = "ce", outliers: torch.Tensor | None = None, seed: int = 0,
-                     workdir: Path | None = None, stop_after_epochs: int | None = None) -> dict:
-    """Train a :class:`SmallCNN` with ``loss`` in :data:`LOSSES`.
-
-    ``"oe"`` needs ``outliers`` (images in [0, 1]). Returns ``{"state", "n_classes",
-    "width", "log"}`` where ``log`` holds per-epoch mean loss and train accuracy.
+                     workdir: Path | None = None, stop_after_epochs: int | None = None,
+                     outlier_labels: torch.Tensor | None = None) -> dict:
+    """Train ``cfg.backbone`` with ``loss`` in :data:`LOSSES` on ID images plus optional
+    ``outliers`` (images in [0, 1]; ``outlier_labels``: their source labels, needed by the
+    SD three-head loss). Returns ``{"state", "n_classes", "in_channels", "loss", "backbone",
+    "width", "embedding_size", "log"}``; ``log`` holds per-epoch mean loss and train accuracy.
     """
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
-    if loss == "oe" and (outliers is None or len(outliers) == 0):
-        raise ValueError("loss 'oe' needs an outlier set (outliers=...)")
+    if loss in NEEDS_OUTLIERS and (outliers is None or len(outliers) == 0):
+        raise ValueError(f"loss {loss!r} needs an outlier set (outliers=...)")
+    if loss == "sd_three_head" and outlier_labels is None:
+        raise ValueError("the SD three-head loss needs the outliers' source labels (outlier_labels=...)")
     seed_everything(seed)
     accelerator = Accelerator()
-    model = SmallCNN(n_classes, x.shape[1], cfg.width)
+    model = build_model(loss, n_classes, x.shape[1], cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -58,13 +105,12 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
                            main=accelerator.is_main_process):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb, yb = x[idx].to(dev), y[idx].to(dev)
-            if loss == "oe":
+            ob = oyb = None
+            if loss != "ce" and outliers is not None and len(outliers):
                 oidx = torch.randint(len(outliers), (cfg.outlier_batch_size,), generator=g)
-                logits = model(torch.cat([xb, outliers[oidx].to(dev)]))
-                logits_id, logits_out = logits[: len(xb)], logits[len(xb):]
-            else:
-                logits_id, logits_out = model(xb), None
-            value = outlier_exposure(logits_id, yb, logits_out, cfg.oe_lambda if loss == "oe" else 0.0)
+                ob = outliers[oidx].to(dev)
+                oyb = outlier_labels[oidx].to(dev) if outlier_labels is not None else None
+            value, logits_id = batch_loss(loss, model, xb, yb, ob, oyb, cfg)
             if not torch.isfinite(value):
                 raise FloatingPointError(f"classifier loss is {value.item()} in epoch {epoch}; lower lr ({cfg.lr})")
             opt.zero_grad(set_to_none=True)
@@ -84,10 +130,14 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         if stop_after_epochs is not None and done_here >= stop_after_epochs and epoch + 1 < cfg.epochs:
             raise KeyboardInterrupt(f"stopped after {done_here} epochs (stop_after_epochs)")
     state = {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    return {"state": state, "n_classes": n_classes, "width": cfg.width, "in_channels": x.shape[1], "log": log}
+    return {"state": state, "n_classes": n_classes, "in_channels": x.shape[1], "loss": loss,
+            "backbone": cfg.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size, "log": log}
 
 
-def load_classifier(artifact: dict) -> SmallCNN:
-    model = SmallCNN(artifact["n_classes"], artifact.get("in_channels", 1), artifact["width"])
+def load_classifier(artifact: dict) -> torch.nn.Module:
+    """Rebuild a trained network from a :func:`train_classifier` artefact, in eval mode."""
+    cfg = ClassifierConfig(backbone=artifact.get("backbone", "small_cnn"), width=artifact["width"],
+                           embedding_size=artifact.get("embedding_size", 128))
+    model = build_model(artifact.get("loss", "ce"), artifact["n_classes"], artifact.get("in_channels", 1), cfg)
     model.load_state_dict(artifact["state"])
     return model.eval()

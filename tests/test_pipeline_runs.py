@@ -1,0 +1,39 @@
+"""The pipeline's classifier stage with every outlier source, on the smoke profile."""
+import dataclasses
+
+import pytest
+
+from ood_lib import get_profile, pipeline
+
+P = get_profile("smoke")
+
+
+def test_classifier_key_holds_only_the_fields_its_loss_reads():
+    louder = dataclasses.replace(P, clf=dataclasses.replace(P.clf, energy_lambda=0.5, sd_lambda=3.0))
+    assert pipeline.classifier_key(louder, "ce", 0) == pipeline.classifier_key(P, "ce", 0)
+    assert pipeline.classifier_key(louder, "energy_oe", 0) != pipeline.classifier_key(P, "energy_oe", 0)
+    assert pipeline.classifier_key(louder, "oe", 0) == pipeline.classifier_key(P, "oe", 0)
+    ce = pipeline.classifier_key(P, "ce", 0)["clf"]
+    assert "oe_lambda" not in ce and "energy_lambda" not in ce and "backbone" in ce
+    # a metric loss reads the OE weight only when it trains on outliers
+    assert "oe_lambda" not in pipeline.classifier_key(P, "arcface", 0)["clf"]
+    assert "oe_lambda" in pipeline.classifier_key(P, "arcface", 0, "mixup")["clf"]
+    assert pipeline.classifier_key(P, "oe", 0, "sd") != pipeline.classifier_key(P, "oe", 0, "latent")
+
+
+def test_bad_runs_are_named():
+    with pytest.raises(KeyError, match="valid losses"):
+        pipeline.classifier_key(P, "focal", 0)
+    with pytest.raises(KeyError, match="outlier source"):
+        pipeline.classifier_key(P, "oe", 0, "gan")
+    with pytest.raises(ValueError, match="trains on outliers"):
+        pipeline.classifier_key(P, "oe", 0, "none")
+
+
+def test_evaluate_loss_and_outlier_source_pairs():
+    runs = [("ce", None), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent")]
+    df = pipeline.evaluate(P, runs)
+    got = set(map(tuple, df[["loss", "generator"]].drop_duplicates().values.tolist()))
+    assert got == {("ce", "none"), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent")}
+    assert df.AUROC.between(0, 1).all() and df.ID_acc.between(0, 1).all()
+    assert len(df) == len(runs) * len(P.seeds) * df.ood_dataset.nunique() * df.score.nunique()
