@@ -44,9 +44,23 @@ def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
     return cells
 
 
+def compact_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows generator × loss × score; near-OOD AUROC and FPR95 (mean over the near sets),
+    far-OOD AUROC (mean over the far sets) and ID accuracy, mean ± std (%) over seeds."""
+    rows = ["generator", "loss", "score"]
+    per_seed = (df.groupby([*rows, "seed", "ood_group"], sort=False)[["AUROC", "FPR95"]].mean()
+                  .unstack("ood_group"))
+    per_seed.columns = [f"{group} {metric}" for metric, group in per_seed.columns]
+    per_seed["ID acc"] = df.groupby([*rows, "seed"], sort=False)["ID_acc"].first()
+    cols = [c for c in ("near AUROC", "near FPR95", "far AUROC", "ID acc") if c in per_seed.columns]
+    return per_seed[cols].groupby(rows, sort=False).agg(mean_std)
+
+
 def to_markdown(table: pd.DataFrame) -> str:
+    """Markdown of a summary table (two-level column names are joined)."""
     flat = table.copy()
-    flat.columns = [f"{a} {b}" for a, b in flat.columns]
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat.columns = [f"{a} {b}" for a, b in flat.columns]
     return flat.reset_index().to_markdown(index=False)
 
 
