@@ -126,6 +126,9 @@ class ClassifierConfig:
     m_out: float = -7.0
     embedding_size: int = 128          # metric-learning embedding
     sd_lambda: float = 1.0             # SD three-head loss: weight of the out-head
+    micl_weight: float = 0.1           # OAL: weight of the CLUB mutual-information term (MICL)
+    kd_weight: float = 1.0             # OAL: weight of distillation from the CE teacher
+    kd_temperature: float = 4.0
 
 
 # Fields of ClassifierConfig that only some loss families read.
@@ -134,6 +137,7 @@ LOSS_FIELDS = {
     "energy_oe": ("energy_lambda", "m_in", "m_out", "outlier_batch_size"),
     "metric": ("embedding_size", "oe_lambda", "outlier_batch_size"),
     "sd_three_head": ("sd_lambda", "outlier_batch_size"),
+    "oal": ("oe_lambda", "micl_weight", "kd_weight", "kd_temperature", "outlier_batch_size"),
 }
 
 

@@ -286,3 +286,24 @@ class MetricNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class OALNet(nn.Module):
+    """A softmax classifier plus the CLUB estimator OAL's MICL term trains beside it
+    (``club`` maps the classifier's features to a Gaussian over outlier embeddings)."""
+
+    def __init__(self, backbone: nn.Module, club: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.club = club
+        self.feature_dim = backbone.feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.features(x)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.backbone.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)

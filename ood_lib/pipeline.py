@@ -28,7 +28,7 @@ from .scores import SCORES, KNNScorer, compute_scores, msp
 from .train import LOSSES, NEEDS_OUTLIERS, load_classifier, loss_family, train_classifier
 
 # The outlier source a loss trains with unless told otherwise.
-DEFAULT_GENERATOR = {"ce": "none", "oe": "sd", "energy_oe": "sd", "sd_three_head": "sd",
+DEFAULT_GENERATOR = {"ce": "none", "oe": "sd", "energy_oe": "sd", "sd_three_head": "sd", "oal": "latent",
                      "arcface": "none", "cosface": "none", "supcon": "none", "proxyanchor": "none"}
 OUTLIER_SOURCES = ("none", *GENERATORS)
 LABEL_SOURCES = ("true", "pseudo")
@@ -229,6 +229,8 @@ def _run(loss: str, generator: str | None) -> tuple[str, str]:
         raise KeyError(f"unknown outlier source {generator!r}; valid: {list(OUTLIER_SOURCES)}")
     if generator == "none" and loss in NEEDS_OUTLIERS:
         raise ValueError(f"loss {loss!r} trains on outliers: pick a generator from {list(GENERATORS)}")
+    if loss == "oal" and generator != "latent":
+        raise ValueError("OAL trains on latent outliers (their latents and source images): use generator 'latent'")
     return loss, generator
 
 
@@ -245,6 +247,8 @@ def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None
     key = {"data": to_dict(profile.data), "clf": clf, "loss": loss, "seed": seed}
     if generator != "none":
         key["outliers"] = {"generator": generator, **outlier_key(profile, generator)}
+    if loss == "oal":
+        key["teacher"] = classifier_key(profile, "ce", seed)
     return key
 
 
@@ -257,10 +261,15 @@ def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None
 
     def compute(workdir):
         pool = None if generator == "none" else outliers(profile, generator)
+        extra = {}
+        if pool is not None:
+            extra = {"outliers": pool.x, "outlier_labels": pool.y_source}
+        if loss == "oal":
+            extra.update(outlier_embeddings=pool.latents, outlier_sources=pool.source_index,
+                         teacher=load_classifier(classifier(profile, "ce", seed)))
         start = time.perf_counter()
-        art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss,
-                               outliers=None if pool is None else pool.x, seed=seed, workdir=workdir,
-                               outlier_labels=None if pool is None else pool.y_source)
+        art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss, seed=seed,
+                               workdir=workdir, **extra)
         art["seconds"] = time.perf_counter() - start
         return art
 

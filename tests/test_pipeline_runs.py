@@ -28,12 +28,15 @@ def test_bad_runs_are_named():
         pipeline.classifier_key(P, "oe", 0, "gan")
     with pytest.raises(ValueError, match="trains on outliers"):
         pipeline.classifier_key(P, "oe", 0, "none")
+    with pytest.raises(ValueError, match="latent"):
+        pipeline.classifier_key(P, "oal", 0, "sd")
 
 
 def test_evaluate_loss_and_outlier_source_pairs():
-    runs = [("ce", None), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent")]
+    runs = [("ce", None), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent"), ("oal", None)]
     df = pipeline.evaluate(P, runs)
     got = set(map(tuple, df[["loss", "generator"]].drop_duplicates().values.tolist()))
-    assert got == {("ce", "none"), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent")}
+    assert got == {("ce", "none"), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent"),
+                   ("oal", "latent")}
     assert df.AUROC.between(0, 1).all() and df.ID_acc.between(0, 1).all()
     assert len(df) == len(runs) * len(P.seeds) * df.ood_dataset.nunique() * df.score.nunique()

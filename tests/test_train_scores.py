@@ -112,3 +112,22 @@ def test_three_head_loss_needs_source_labels():
     x, y = _toy(8)
     with pytest.raises(ValueError, match="source labels"):
         train_classifier(x, y, 2, ClassifierConfig(epochs=1), loss="sd_three_head", outliers=x)
+
+
+def test_oal_trains_with_micl_and_distillation_and_reloads():
+    """OAL: CE teacher, latent embeddings paired with their source images; the student learns
+    the task, reloads with its CLUB estimator, and refuses to run without its inputs."""
+    from ood_lib.models import predict
+    from ood_lib.train import load_classifier
+    x, y = _toy(64)
+    cfg = ClassifierConfig(width=4, epochs=6, batch_size=16, lr=1e-2, outlier_batch_size=8)
+    teacher = load_classifier(train_classifier(x, y, 2, cfg, loss="ce"))
+    g = torch.Generator().manual_seed(3)
+    out, emb, src = torch.rand(12, 1, 28, 28, generator=g) * 0.5, torch.randn(12, 4, 2, 2, generator=g), torch.arange(12)
+    kw = dict(loss="oal", outliers=out, outlier_embeddings=emb, outlier_sources=src, teacher=teacher)
+    art = train_classifier(x, y, 2, cfg, **kw)
+    assert art["outlier_dim"] == 16 and art["log"]["train_acc"][-1] >= 0.9
+    model = load_classifier(art)
+    assert (predict(model, x)[0].argmax(1) == y).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="teacher"):
+        train_classifier(x, y, 2, cfg, loss="oal", outliers=out)
