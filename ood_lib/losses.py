@@ -192,7 +192,7 @@ def three_head_loss(bin_logits: torch.Tensor, in_logits: torch.Tensor, out_logit
 # --------------------------------------------------------------------------------------------
 
 class CLUB(nn.Module):
-    """CLUB upper bound on I(x; y) (Cheng et al. 2020), used by OAL's MICL module.
+    """CLUB upper bound on I(x; y) (Cheng et al. 2020), used by OAL's MICL term (``ood_lib.train.oal_loss``).
 
     q(y|x) = N(mu(x), diag(exp(logvar(x)))), mu and logvar two MLPs x_dim -> hidden -> y_dim
     (logvar through tanh, as in the reference code, for stability). Train q with
@@ -222,17 +222,6 @@ class CLUB(nn.Module):
         # all pairs (i, j): -0.5 * (y_j - mu_i)^2 / var_i, averaged over j then i
         negative = (-0.5 * (y.unsqueeze(0) - mu.unsqueeze(1)) ** 2 * inv_var.unsqueeze(1)).sum(dim=2)
         return positive.mean() - negative.mean()
-
-
-def micl_loss(club: CLUB, feats_id: torch.Tensor, emb_out: torch.Tensor) -> torch.Tensor:
-    """OAL's mutual-information contrast (Gao et al. 2024): the CLUB estimate of
-    I(ID features; outlier embeddings), which the classifier minimises so that features of ID
-    data carry no information about the outliers. ID and outlier batches are unpaired, so rows
-    are paired by index after truncating both to the smaller batch size."""
-    n = min(len(feats_id), len(emb_out))
-    if n == 0:
-        return feats_id.sum() * 0.0
-    return club(feats_id[:n], emb_out[:n])
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
