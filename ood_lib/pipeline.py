@@ -18,12 +18,12 @@ from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoe
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import LOSS_FIELDS, Profile, override, to_dict
 from .data import Benchmark, load_digits
-from .diagnostics import UNetEvalCounter
+from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
 from .metrics import id_accuracy, ood_metrics
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
-                       make_sd_outliers)
+                       make_sd_outliers, semantic_discrepant)
 from .scores import SCORES, KNNScorer, compute_scores, msp
 from .train import LOSSES, NEEDS_OUTLIERS, load_classifier, loss_family, train_classifier
 
@@ -386,8 +386,6 @@ def outlier_diagnostics(profile: Profile, generators=GENERATORS, seed: int = 0) 
     * generation cost per 1,000 outliers (seconds, UNet image-evaluations) and the one-off
       training seconds of the generator's models.
     """
-    from .diagnostics import frechet_distance, nearest_distance, per_thousand
-
     b = benchmark(profile)
     judge = load_classifier(classifier(profile, "ce", seed))
     ref_logits, ref_feats = predict(judge, b.id_test.x)
@@ -413,12 +411,10 @@ def sd_semantic_shift(profile: Profile, S_values=(50, 100, 200, 400, 600), n: in
     ``n`` SD outliers from ID training images: the CE classifier's verdict (source class,
     guidance class c_r, or another class) and the pixel L2 distance to the source image,
     beside the mean distance from a source image to its nearest *other* ID training image."""
-    from .diagnostics import nearest_distance
-    from .outliers import semantic_discrepant
-
     b = benchmark(profile)
     key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "S": list(S_values),
-           "n": n, "seed": seed, "w": profile.sd.w, "stride": profile.sd.stride}
+           "n": n, "seed": seed, "w": profile.sd.w, "stride": profile.sd.stride,
+           "clip_sample": profile.sd.clip_sample}
 
     def compute(_):
         unet = load_unet(ddpm(profile))
