@@ -105,13 +105,15 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
                      loss: str = "ce", outliers: torch.Tensor | None = None, seed: int = 0,
                      workdir: Path | None = None, stop_after_epochs: int | None = None,
                      outlier_labels: torch.Tensor | None = None, outlier_embeddings: torch.Tensor | None = None,
-                     outlier_sources: torch.Tensor | None = None, teacher: torch.nn.Module | None = None) -> dict:
+                     outlier_sources: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
+                     snapshot_epochs: tuple = (1,)) -> dict:
     """Train ``cfg.backbone`` with ``loss`` in :data:`LOSSES` on ID images plus optional
     ``outliers`` (images in [0, 1]; ``outlier_labels``: their source labels, needed by the
     SD three-head loss). OAL also needs ``outlier_embeddings`` (N x D, e.g. flattened
     latents), ``outlier_sources`` (index into ``x`` of each outlier's source image) and a
     ``teacher`` trained without outliers. Returns ``{"state", "n_classes", "in_channels", "loss", "backbone",
-    "width", "embedding_size", "log"}``; ``log`` holds per-epoch mean loss and train accuracy.
+    "width", "embedding_size", "log", "snapshots"}``; ``log`` holds per-epoch mean loss and train accuracy,
+    ``snapshots`` the weights after each epoch of ``snapshot_epochs`` (early checkpoints for figures).
     """
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
@@ -130,14 +132,14 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    epoch, log = 0, {"epoch": [], "loss": [], "train_acc": []}
+    epoch, log, snapshots = 0, {"epoch": [], "loss": [], "train_acc": []}, {}
     ckpt = Path(workdir) / "checkpoint.pt" if workdir is not None else None
     if ckpt is not None and ckpt.exists():
         state = safe_load(ckpt)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_scheduler"])
-        epoch, log = state["epoch"], state["log"]
+        epoch, log, snapshots = state["epoch"], state["log"], state.get("snapshots", {})
         accelerator.print(f"resuming classifier training from epoch {epoch}")
     model, opt = accelerator.prepare(model, opt)
     dev = accelerator.device
@@ -174,23 +176,34 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         log["epoch"].append(epoch + 1)
         log["loss"].append(total / n)
         log["train_acc"].append(correct / n)
+        if epoch + 1 in snapshot_epochs:
+            snapshots[epoch + 1] = {k: v.detach().cpu().clone()
+                                    for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if ckpt is not None and accelerator.is_main_process:
             atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
-                         "lr_scheduler": sched.state_dict(), "epoch": epoch + 1, "log": log}, ckpt)
+                         "lr_scheduler": sched.state_dict(), "epoch": epoch + 1, "log": log,
+                         "snapshots": snapshots}, ckpt)
         done_here += 1
         if stop_after_epochs is not None and done_here >= stop_after_epochs and epoch + 1 < cfg.epochs:
             raise KeyboardInterrupt(f"stopped after {done_here} epochs (stop_after_epochs)")
     state = {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return {"state": state, "n_classes": n_classes, "in_channels": x.shape[1], "loss": loss,
             "backbone": cfg.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size,
-            "outlier_dim": outlier_dim, "log": log}
+            "outlier_dim": outlier_dim, "log": log, "snapshots": snapshots}
 
 
-def load_classifier(artifact: dict) -> torch.nn.Module:
-    """Rebuild a trained network from a :func:`train_classifier` artefact, in eval mode."""
+def load_classifier(artifact: dict, epoch: int | None = None) -> torch.nn.Module:
+    """Rebuild a trained network from a :func:`train_classifier` artefact, in eval mode:
+    the final weights, or those of the snapshot after ``epoch``."""
     cfg = ClassifierConfig(backbone=artifact.get("backbone", "small_cnn"), width=artifact["width"],
                            embedding_size=artifact.get("embedding_size", 128))
     model = build_model(artifact.get("loss", "ce"), artifact["n_classes"], artifact.get("in_channels", 1), cfg,
                         artifact.get("outlier_dim", 0))
-    model.load_state_dict(artifact["state"])
+    if epoch is None:
+        state = artifact["state"]
+    elif epoch in artifact.get("snapshots", {}):
+        state = artifact["snapshots"][epoch]
+    else:
+        raise KeyError(f"no snapshot after epoch {epoch}; this model has {sorted(artifact.get('snapshots', {}))}")
+    model.load_state_dict(state)
     return model.eval()
