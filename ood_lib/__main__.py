@@ -5,8 +5,12 @@ hyper-parameters on the validation splits (ID val vs digits 6-9 val) and writes
 ``results/<profile>/<out>.{csv,md}`` (``--out``, default validation_sweep).
 
 ``python -m ood_lib grid --profile digits --runs ce:none arcface:mixup --seeds 0 1 2`` trains
-each loss with each outlier source (``loss:generator``) and writes the test-split table
-``results/<profile>/<out>.{csv,md}`` (default loss_grid).
+each loss with each outlier source (``loss:generator``; ``--full``: every pair the training
+loop accepts, ``pipeline.grid_runs()``), scores every model with every applicable score and
+writes, under ``results/<profile>/``, ``metrics<suffix>.csv`` (tidy), ``loss_grid<suffix>.{md,tex,csv}``
+(loss × outlier source with the ``--score`` score) and ``scores_{near,far}<suffix>.{md,tex,csv}``
+(model × score AUROC); the suffix is ``_full`` with ``--full`` (the files ``./run_all.sh --full``
+writes), ``_cli`` otherwise, or ``--suffix``.
 """
 from __future__ import annotations
 
@@ -28,9 +32,13 @@ def main(argv=None) -> None:
     sweep.add_argument("--out", default="validation_sweep", help="file stem under results/<profile>/")
     grid = sub.add_parser("grid", help="train and evaluate loss:outlier-source pairs on the test splits")
     grid.add_argument("--profile", default="digits", choices=sorted(PROFILES))
-    grid.add_argument("--runs", nargs="+", required=True, help="loss:generator pairs, e.g. ce:none oe:sd arcface:mixup")
+    which = grid.add_mutually_exclusive_group(required=True)
+    which.add_argument("--runs", nargs="+", help="loss:generator pairs, e.g. ce:none oe:sd arcface:mixup")
+    which.add_argument("--full", action="store_true", help="every loss with every outlier source it accepts")
+    grid.add_argument("--score", default="knn", help="the score of the loss × outlier-source table (default knn)")
     grid.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
-    grid.add_argument("--out", default="loss_grid", help="file stem under results/<profile>/")
+    grid.add_argument("--suffix", default=None,
+                      help="file-name suffix under results/<profile>/ (default: '_full' with --full, '_cli' otherwise)")
     args = parser.parse_args(argv)
     if args.command == "grid":
         return run_grid(args)
@@ -52,24 +60,19 @@ def main(argv=None) -> None:
 
 
 def run_grid(args) -> None:
-    runs = []
-    for spec in args.runs:
-        loss, _, generator = spec.partition(":")
-        runs.append((loss, generator or None))
+    runs = pipeline.grid_runs() if args.full else [tuple(spec.partition(":")[::2]) for spec in args.runs]
+    runs = [(loss, generator or None) for loss, generator in runs]
     profile = get_profile(args.profile)
     if args.seeds is not None:
         profile = override(profile, seeds=tuple(args.seeds))
     df = pipeline.evaluate(profile, runs)
+    suffix = args.suffix if args.suffix is not None else ("_full" if args.full else "_cli")
+    command = (f"python -m ood_lib grid --profile {profile.name} "
+               + ("--full" if args.full else f"--runs {' '.join(args.runs)}")
+               + f" --seeds {' '.join(map(str, profile.seeds))} --score {args.score} --suffix '{suffix}'")
     out = report.results_dir(profile.name)
-    df.to_csv(out / f"{args.out}.csv", index=False, float_format="%.6f")
-    table = report.compact_table(df)
-    command = (f"python -m ood_lib grid --profile {profile.name} --runs {' '.join(args.runs)} "
-               f"--seeds {' '.join(map(str, profile.seeds))} --out {args.out}")
-    (out / f"{args.out}.md").write_text(
-        f"Loss × outlier source, profile `{profile.name}`, test splits; near = mean over the near-OOD sets, "
-        f"far = mean over the far-OOD sets; mean ± std over seeds {list(profile.seeds)}, in %.\n\n"
-        f"Command: `{command}`\n\n{report.to_markdown(table)}\n")
-    print(table.to_string())
+    report.write_score_tables(df, out, suffix, f"Profile `{profile.name}`, `{command}`")
+    print(report.write_grid(df, out, f"loss_grid{suffix}", args.score, command).to_string())
 
 
 if __name__ == "__main__":

@@ -131,6 +131,18 @@ class ClassifierConfig:
     kd_temperature: float = 4.0
 
 
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Hyper-parameters of the OOD scores (``ood_lib.scores``)."""
+
+    knn_k: int = 10                    # k-NN: the k-th neighbour's distance (Sun et al. 2022)
+    odin_temperature: float = 1000.0   # ODIN (Liang et al. 2018), as in the paper
+    odin_epsilon: float = 0.0014       # perturbation size, in units of images in [0, 1]
+    vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
+    dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
+    dod_alpha: float = 1.0             # DOD: weight of the voting term
+
+
 # Fields of ClassifierConfig that only some loss families read.
 LOSS_FIELDS = {
     "oe": ("oe_lambda", "outlier_batch_size"),
@@ -153,7 +165,7 @@ class Profile:
         block_out_channels=(64, 128), layers_per_block=1, steps=2000, lr=1e-3))
     latent: LatentOutlierConfig = field(default_factory=LatentOutlierConfig)
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
-    knn_k: int = 10
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
     seeds: tuple = (0, 1, 2)
 
 
@@ -174,7 +186,7 @@ PROFILES = {
         latent=LatentOutlierConfig(encoder_epochs=2, k=3, n_boundary=5, n_candidates=4,
                                    stride=100, n_outliers=60, batch_size=60),
         clf=ClassifierConfig(width=16, epochs=4, batch_size=32, lr=3e-3, outlier_batch_size=32),
-        knn_k=5,
+        scores=ScoreConfig(knn_k=5, dod_k=5),
         seeds=(0,),
     ),
 }

@@ -13,6 +13,7 @@ from functools import lru_cache
 import pandas as pd
 import torch
 
+from . import evaluation
 from .artifacts import cached
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
@@ -20,11 +21,11 @@ from .config import LOSS_FIELDS, Profile, override, to_dict
 from .data import Benchmark, load_digits
 from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
-from .metrics import id_accuracy, ood_metrics
+from .metrics import id_accuracy
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers, semantic_discrepant)
-from .scores import SCORES, KNNScorer, compute_scores, msp
+from .scores import SCORES, msp
 from .train import LOSSES, NEEDS_OUTLIERS, load_classifier, loss_family, train_classifier
 
 # The outlier source a loss trains with unless told otherwise.
@@ -229,9 +230,31 @@ def _run(loss: str, generator: str | None) -> tuple[str, str]:
         raise KeyError(f"unknown outlier source {generator!r}; valid: {list(OUTLIER_SOURCES)}")
     if generator == "none" and loss in NEEDS_OUTLIERS:
         raise ValueError(f"loss {loss!r} trains on outliers: pick a generator from {list(GENERATORS)}")
+    if loss == "ce" and generator != "none":
+        raise ValueError("cross-entropy ignores outliers: use generator 'none' (or loss 'oe' to train on outliers)")
     if loss == "oal" and generator != "latent":
         raise ValueError("OAL trains on latent outliers (their latents and source images): use generator 'latent'")
     return loss, generator
+
+
+def grid_runs() -> list[tuple[str, str]]:
+    """Every (loss, outlier source) pair the training loop accepts: CE without outliers, the
+    outlier losses with each generator, the metric losses with none and each generator, OAL
+    with latent outliers (it reads their latents and source images)."""
+    runs = []
+    for loss in LOSSES:
+        for generator in OUTLIER_SOURCES:
+            try:
+                runs.append(_run(loss, generator))
+            except ValueError:
+                pass
+    return runs
+
+
+# The subset `./run_all.sh` trains by default (one seed): every loss family once, metric
+# learning with and without outliers. ``grid_runs()`` over the profile's seeds is the full grid.
+DEFAULT_RUNS = (("ce", "none"), ("oe", "sd"), ("energy_oe", "sd"), ("arcface", "none"), ("arcface", "mixup"),
+                ("supcon", "none"), ("sd_three_head", "sd"), ("oal", "latent"))
 
 
 def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None = None) -> dict:
@@ -278,45 +301,59 @@ def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None
 
 def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test",
                generator: str | None = None) -> dict:
-    """Scores of one trained model on the ID set and every OOD set of ``split`` (cached).
-
-    Returns ``{"id": {score: tensor}, "ood": {name: {score: tensor}}, "groups": {name: group},
-    "id_acc": float, "train_seconds": float}``.
-    """
+    """Every applicable score (``ood_lib.scores``) of one trained model on the ID set and every
+    OOD set of ``split`` (cached; see :func:`ood_lib.evaluation.score_sets`). DOD's voting bank
+    is the outlier set the model trained with. Adds ``"train_seconds"``."""
+    loss, generator = _run(loss, generator)
     b = benchmark(profile)
-    key = {"classifier": classifier_key(profile, loss, seed, generator), "split": split, "knn_k": profile.knn_k}
+    key = {"classifier": classifier_key(profile, loss, seed, generator), "split": split,
+           "scores": to_dict(profile.scores), "names": list(SCORES)}
 
     def compute(_):
         art = classifier(profile, loss, seed, generator)
-        model = load_classifier(art)
-        knn = KNNScorer(predict(model, b.id_train.x)[1], k=profile.knn_k)
-        id_set = b.id_test if split == "test" else b.id_val
-        oods = b.ood_test if split == "test" else b.ood_val
-        logits, feats = predict(model, id_set.x)
-        return {"id": compute_scores(logits, feats, knn), "id_acc": id_accuracy(logits, id_set.y),
-                "ood": {s.name: compute_scores(*predict(model, s.x), knn) for s in oods.values()},
-                "groups": {s.name: s.group for s in oods.values()}, "train_seconds": art["seconds"]}
+        pool = None if generator == "none" else outliers(profile, generator).x
+        id_set, oods = (b.id_test, b.ood_test) if split == "test" else (b.id_val, b.ood_val)
+        scored = evaluation.score_sets(load_classifier(art), b.id_train, id_set, oods.values(), profile.scores,
+                                       outliers_x=pool)
+        scored["train_seconds"] = art["seconds"]
+        return scored
 
     return cached("scores", key, compute, verbose=False)
 
 
-def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.DataFrame:
-    """The tidy results table: one row per (ood_dataset, generator, loss, score, seed).
-    ``losses`` holds loss names (trained with their default outlier source) or
-    ``(loss, generator)`` pairs."""
-    rows = []
+def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test", scores: tuple | None = None) -> pd.DataFrame:
+    """The tidy results table: one row per (ood_dataset, generator, loss, score, seed), over the
+    profile's seeds. ``losses`` holds loss names (trained with their default outlier source) or
+    ``(loss, generator)`` pairs; ``scores`` restricts the scores (default: all that apply)."""
+    frames = []
     for spec in losses:
         loss, generator = _run(*(spec if isinstance(spec, tuple) else (spec, None)))
         for seed in profile.seeds:
             s = score_sets(profile, loss, seed, split, generator)
-            for ood_name, ood_scores in s["ood"].items():
-                for score in SCORES:
-                    rows.append({"profile": profile.name, "id_dataset": "digits_0to5", "ood_dataset": ood_name,
-                                 "ood_group": s["groups"][ood_name], "generator": generator,
-                                 "loss": loss, "score": score, "seed": seed,
-                                 **ood_metrics(s["id"][score], ood_scores[score]),
-                                 "ID_acc": s["id_acc"], "train_seconds": s["train_seconds"]})
-    return pd.DataFrame(rows)
+            if scores is not None:
+                s = {**s, "id": {k: v for k, v in s["id"].items() if k in scores}}
+            df = evaluation.metrics_table(s, profile=profile.name, id_dataset=benchmark(profile).name, generator=generator,
+                                          loss=loss, seed=seed)
+            df["train_seconds"] = s["train_seconds"]
+            frames.append(df)
+    cols = ["profile", "id_dataset", "ood_dataset", "ood_group", "generator", "loss", "score", "seed"]
+    df = pd.concat(frames, ignore_index=True)
+    return df[cols + [c for c in df.columns if c not in cols]]
+
+
+def embedding_sets(profile: Profile, loss: str, seed: int = 0, generator: str | None = None,
+                   epoch: int | None = None) -> dict:
+    """Penultimate features of ID test, every OOD test set and the model's training outliers,
+    from the final weights or the snapshot after ``epoch`` (``ood_lib.train`` keeps epoch 1):
+    ``{set name: (features, kind)}`` with kind "id", "near", "far" or "outlier", the input of
+    ``report.embedding_maps`` (paper 3's Figure 3)."""
+    loss, generator = _run(loss, generator)
+    b = benchmark(profile)
+    model = load_classifier(classifier(profile, loss, seed, generator), epoch=epoch)
+    sets = {"ID test": (b.id_test.x, "id"), **{s.name: (s.x, s.group) for s in b.ood_test.values()}}
+    if generator != "none":
+        sets[f"{generator} outliers"] = (outliers(profile, generator).x, "outlier")
+    return {name: (predict(model, x)[1], kind) for name, (x, kind) in sets.items()}
 
 
 def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe"), seeds=(0,)) -> pd.DataFrame:

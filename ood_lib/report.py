@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -56,21 +57,60 @@ def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     return per_seed[cols].groupby(rows, sort=False).agg(mean_std)
 
 
+def loss_grid_table(df: pd.DataFrame, score: str = "knn") -> pd.DataFrame:
+    """Rows outlier source × loss, one ``score``: near AUROC / FPR95, far AUROC, ID acc (the
+    :func:`compact_table` columns), so every loss family is compared with the same score."""
+    if score not in set(df.score):
+        raise KeyError(f"no rows with score {score!r}; scores present: {sorted(set(df.score))}")
+    return compact_table(df[df.score == score]).droplevel("score")
+
+
+def score_table(df: pd.DataFrame, group: str = "near", metric: str = "AUROC") -> pd.DataFrame:
+    """Rows outlier source × loss, columns score: ``metric`` averaged over the OOD sets of
+    ``group``, mean ± std (%) over seeds; empty where a score does not apply to a model."""
+    from .scores import SCORES
+
+    rows = ["generator", "loss"]
+    per_seed = df[df.ood_group == group].groupby([*rows, "score", "seed"], sort=False)[metric].mean()
+    cells = per_seed.groupby([*rows, "score"], sort=False).agg(mean_std).unstack("score")
+    order = list(dict.fromkeys(zip(df.generator, df.loss)))
+    cells = cells.reindex(index=pd.MultiIndex.from_tuples(order, names=rows),
+                          columns=[s for s in SCORES if s in cells.columns])
+    return cells.fillna("")
+
+
+def write_grid(df: pd.DataFrame, outdir: Path, stem: str, score: str, command: str) -> pd.DataFrame:
+    """The loss × outlier-source table (:func:`loss_grid_table`) as ``<stem>.{md,tex,csv}``, with
+    what it shows and the command that made it; returns the table."""
+    seeds = sorted(set(df.seed))
+    table = loss_grid_table(df, score)
+    write_table(table, outdir, stem,
+                f"Loss × outlier source, profile `{df.profile.iloc[0]}`, test splits, score `{score}`: near = mean "
+                f"over the near-OOD sets, far = mean over the far-OOD sets; mean ± std over seeds {seeds}, in %. "
+                f"Command: `{command}`")
+    return table
+
+
+def write_score_tables(df: pd.DataFrame, outdir: Path, suffix: str, title: str) -> dict:
+    """``metrics<suffix>.csv`` (the tidy table: every OOD set, model, score, seed and metric) and
+    the model × score AUROC tables ``scores_near<suffix>`` and ``scores_far<suffix>`` (.md, .tex,
+    .csv). Returns ``{"near": table, "far": table}``."""
+    df.to_csv(Path(outdir) / f"metrics{suffix}.csv", index=False, float_format="%.6f")
+    tables = {}
+    for group in ("near", "far"):
+        tables[group] = score_table(df, group)
+        write_table(tables[group], outdir, f"scores_{group}{suffix}",
+                    f"{title}: {group}-OOD AUROC (%, mean over the {group}-OOD test sets), model × score, "
+                    f"mean ± std over seeds; empty: the score does not apply to the model.")
+    return tables
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     """Markdown of a summary table (two-level column names are joined)."""
     flat = table.copy()
     if isinstance(flat.columns, pd.MultiIndex):
         flat.columns = [f"{a} {b}" for a, b in flat.columns]
     return flat.reset_index().to_markdown(index=False)
-
-
-def write_tables(df: pd.DataFrame, outdir: Path, title: str) -> Path:
-    """``metrics.csv`` (tidy, all seeds and metrics) and ``table.md`` (AUROC / FPR95)."""
-    df.to_csv(outdir / "metrics.csv", index=False, float_format="%.6f")
-    md = outdir / "table.md"
-    md.write_text(f"{title}\n\nAUROC and FPR@95TPR in %, ID test accuracy in %.\n\n"
-                  f"{to_markdown(summary_table(df))}\n")
-    return md
 
 
 def dataset_summary(bench: Benchmark) -> pd.DataFrame:
@@ -160,16 +200,20 @@ def score_histograms(scored: dict, path: Path | None = None, title: str = ""):
 
 
 def training_curves(logs: dict, key: str = "loss", path: Path | None = None):
-    """Line plot of a per-epoch (or per-step) log for several runs: name -> sequence."""
+    """Line plot of a per-epoch (or per-step) log for several runs: name -> sequence (many runs:
+    one colour per run from a qualitative palette, the legend beside the axes)."""
     fig, ax = plt.subplots(figsize=(5, 3))
-    for name, values in logs.items():
-        ax.plot(range(1, len(values) + 1), list(values), label=name)
+    colours = sns.color_palette("tab20" if len(logs) > 10 else "tab10", len(logs))
+    for colour, (name, values) in zip(colours, logs.items()):
+        ax.plot(range(1, len(values) + 1), list(values), label=name, color=colour)
     ax.set_xlabel("step" if len(next(iter(logs.values()))) > 100 else "epoch")
     ax.set_ylabel(key)
-    ax.legend()
-    fig.tight_layout()
+    if len(logs) > 6:
+        ax.legend(fontsize=6, ncol=1 + len(logs) // 15, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
 
 
@@ -177,3 +221,165 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%)."""
     near = df[df.ood_group == "near"]
     return (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score").reset_index()
+
+
+# ---------------------------------------------------------------------------
+# LaTeX tables, one-call table export, ROC curves, t-SNE feature maps
+# ---------------------------------------------------------------------------
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
+                   "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text) -> str:
+    """Cell text -> LaTeX: specials escaped (one pass, so inserted braces are not re-escaped),
+    '±' as ``$\\pm$``, missing values as '--'."""
+    if text is None or (not isinstance(text, str) and pd.isna(text)):
+        return "--"
+    out = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$")
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    """Index levels as leading columns, two-level column names joined with a space (as in ``to_markdown``)."""
+    flat = table.copy()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat.columns = [" ".join(str(part) for part in col) for col in flat.columns]
+    return flat.reset_index()
+
+
+def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """Booktabs LaTeX of a summary table (``summary_table`` / ``compact_table``), for the paper.
+
+    Written by hand rather than with ``Styler.to_latex`` so that escaping is exactly: the LaTeX
+    specials (``_ % & # $ { }`` and ``\\ ~ ^``) in every header and cell, '±' as ``$\\pm$``.
+    Index levels become left-aligned leading columns, the metric columns are right-aligned;
+    one ``\\\\`` row per table row between ``\\midrule`` and ``\\bottomrule``."""
+    flat = _flat(table)
+    n_index = table.index.nlevels
+    spec = "l" * n_index + "r" * (flat.shape[1] - n_index)
+    header = " & ".join(_latex_escape("" if c is None or c == "index" else c) for c in flat.columns)
+    lines = [r"\begin{table}[ht]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(v) for v in row) + r" \\" for row in flat.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, outdir: Path, stem: str, title: str) -> dict[str, Path]:
+    """One summary table in the three forms the write-up needs: ``<stem>.md`` (title, blank line,
+    Markdown), ``<stem>.tex`` (booktabs, title as caption) and ``<stem>.csv`` (flattened, index
+    levels as columns). Returns ``{"md": ..., "tex": ..., "csv": ...}``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: outdir / f"{stem}.{ext}" for ext in ("md", "tex", "csv")}
+    paths["md"].write_text(f"{title}\n\n{to_markdown(table)}\n")
+    paths["tex"].write_text(to_latex(table, caption=title))
+    _flat(table).to_csv(paths["csv"], index=False)
+    return paths
+
+
+def _np(x):
+    """1-D float numpy array from a tensor (any device) or array-like."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float).ravel()
+
+
+def roc_curves(scored: dict, scores=None, path: Path | None = None, title: str = ""):
+    """ROC curves per score (from ``pipeline.score_sets``): one subplot per score, one curve per
+    OOD set, OOD = positive class (label 1), scores as given since higher = more OOD. Legend
+    AUROC (%) from :func:`ood_lib.metrics.ood_metrics`, so it matches the tables."""
+    from sklearn.metrics import roc_curve
+
+    from .metrics import ood_metrics
+
+    scores = list(scored["id"]) if scores is None else list(scores)
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.3 * len(scores), 3.3), squeeze=False)
+    for ax, score in zip(axes[0], scores):
+        id_s = _np(scored["id"][score])
+        for name, per_score in scored["ood"].items():
+            ood_s = _np(per_score[score])
+            y = np.r_[np.zeros(id_s.size), np.ones(ood_s.size)]
+            fpr, tpr, _ = roc_curve(y, np.r_[id_s, ood_s])
+            auc = 100 * ood_metrics(id_s, ood_s)["AUROC"]
+            ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUROC {auc:.1f})")
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8, label="_nolegend_")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)",
+               title=score)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+_KIND_CMAPS = {"id": ("Blues",), "near": ("Greens", "Oranges"), "far": ("Greys", "Purples"), "outlier": ("Reds",)}
+
+
+def _kind_colours(sets: dict) -> dict:
+    """Colour per set: ID blues, near-OOD greens/oranges, far-OOD greys/purples, outliers red;
+    sets of one kind alternate between the kind's colour maps, then darken."""
+    colours, seen = {}, {}
+    for name, (_, kind) in sets.items():
+        if kind not in _KIND_CMAPS:
+            raise ValueError(f"set {name!r}: kind must be one of {sorted(_KIND_CMAPS)}, got {kind!r}")
+        i = seen.get(kind, 0)
+        seen[kind] = i + 1
+        cmaps = _KIND_CMAPS[kind]
+        shade = max(0.35, 0.75 - 0.2 * (i // len(cmaps)))
+        colours[name] = plt.get_cmap(cmaps[i % len(cmaps)])(shade if kind != "outlier" else 0.8)
+    return colours
+
+
+def embedding_maps(panels: dict, path: Path | None = None, title: str = "", max_per_set: int = 400,
+                   seed: int = 0, perplexity: float = 30.0):
+    """t-SNE maps of penultimate features (as in paper 3's Figure 3): where the synthetic outliers
+    fall relative to ID, near- and far-OOD. ``panels``: panel title -> ordered ``{set: (features
+    (N, D), kind)}``, kind in id / near / far / outlier. Each set is subsampled to ``max_per_set``
+    rows (``torch.Generator(seed)``), rows are L2-normalised, one t-SNE per panel; panels side by
+    side. Returns ``(figure, {panel: DataFrame[x, y, set, kind]})``."""
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.3), squeeze=False)
+    coords = {}
+    for ax, (panel, sets) in zip(axes[0], panels.items()):
+        colours = _kind_colours(sets)
+        gen = torch.Generator().manual_seed(seed)
+        feats, names, kinds = [], [], []
+        for name, (x, kind) in sets.items():
+            x = torch.as_tensor(x).detach().cpu().float().flatten(1)
+            if len(x) > max_per_set:
+                x = x[torch.randperm(len(x), generator=gen)[:max_per_set].sort().values]
+            feats.append(torch.nn.functional.normalize(x, dim=1))
+            names += [name] * len(x)
+            kinds += [kind] * len(x)
+        stacked = torch.cat(feats).double().numpy()
+        n = len(stacked)
+        tsne = TSNE(n_components=2, random_state=seed, init="pca", perplexity=min(perplexity, (n - 1) / 3))
+        xy = tsne.fit_transform(stacked)
+        df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "set": names, "kind": kinds})
+        coords[panel] = df
+        for name, (_, kind) in sets.items():
+            part = df[df["set"] == name]
+            if kind == "outlier":
+                ax.scatter(part.x, part.y, s=12, marker="x", linewidths=0.7, color=colours[name], label=name)
+            else:
+                ax.scatter(part.x, part.y, s=6, alpha=0.6, linewidths=0, color=colours[name], label=name)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig, coords

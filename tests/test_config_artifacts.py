@@ -14,8 +14,8 @@ def test_config_hash_ignores_key_order_and_tuple_vs_list():
 
 
 def test_get_profile_overrides_and_errors():
-    p = get_profile("digits", sd={"S": 300}, knn_k=5)
-    assert p.sd.S == 300 and p.sd.w == get_profile("digits").sd.w and p.knn_k == 5
+    p = get_profile("digits", sd={"S": 300}, scores={"knn_k": 5})
+    assert p.sd.S == 300 and p.sd.w == get_profile("digits").sd.w and p.scores.knn_k == 5
     with pytest.raises(KeyError, match="valid profiles"):
         get_profile("nope")
 

@@ -30,6 +30,17 @@ def test_bad_runs_are_named():
         pipeline.classifier_key(P, "oe", 0, "none")
     with pytest.raises(ValueError, match="latent"):
         pipeline.classifier_key(P, "oal", 0, "sd")
+    with pytest.raises(ValueError, match="ignores outliers"):
+        pipeline.classifier_key(P, "ce", 0, "sd")
+
+
+def test_grid_runs_are_every_accepted_pair():
+    runs = pipeline.grid_runs()
+    assert len(runs) == 27 == len(set(runs))                 # 1 CE + 3 x 3 outlier losses + 4 x 4 metric + OAL
+    assert [g for loss, g in runs if loss == "ce"] == ["none"]
+    assert [g for loss, g in runs if loss == "oal"] == ["latent"]
+    assert {g for loss, g in runs if loss == "supcon"} == {"none", "sd", "mixup", "latent"}
+    assert set(pipeline.DEFAULT_RUNS) <= set(runs)
 
 
 def test_evaluate_loss_and_outlier_source_pairs():
@@ -39,4 +50,9 @@ def test_evaluate_loss_and_outlier_source_pairs():
     assert got == {("ce", "none"), ("sd_three_head", "sd"), ("arcface", "mixup"), ("energy_oe", "latent"),
                    ("oal", "latent")}
     assert df.AUROC.between(0, 1).all() and df.ID_acc.between(0, 1).all()
-    assert len(df) == len(runs) * len(P.seeds) * df.ood_dataset.nunique() * df.score.nunique()
+    # every applicable score of every model on every OOD set, once
+    assert df.groupby(["loss", "generator", "seed", "score"]).size().eq(df.ood_dataset.nunique()).all()
+    scores = df.groupby("loss").score.agg(set)
+    assert {"sd_binary", "dod"} <= scores["sd_three_head"] and "cosine_proxy" not in scores["sd_three_head"]
+    assert "cosine_proxy" in scores["arcface"] and "vim" not in scores["arcface"]
+    assert "dod" not in scores["ce"] and "dod_distance" in scores["ce"] and "odin" in scores["ce"]

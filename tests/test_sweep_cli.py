@@ -10,18 +10,26 @@ def test_sweep_cli_evaluates_each_setting_on_validation_splits_only(capsys):
     df = pd.read_csv(out / "test_sweep.csv")
     assert set(df.setting.str.contains('"S": 50')) == {True, False}
     assert set(df.ood_dataset) == {"digits_6to9_val"}      # the validation near-OOD split, not the test suite
-    assert len(df) == 2 * 2 * 3                             # settings x losses x scores
+    # settings x (CE: 8 scores + OE: the same and DOD, whose voting bank is its SD outliers)
+    assert len(df) == 2 * (8 + 9)
     assert df.AUROC.between(0, 1).all()
     md = (out / "test_sweep.md").read_text()
     assert "python -m ood_lib sweep --profile smoke --S 50 100 --seeds 0 --out test_sweep" in md
 
 
-def test_grid_cli_writes_the_loss_by_source_table():
-    main(["grid", "--profile", "smoke", "--runs", "ce:none", "supcon:mixup", "--out", "test_grid"])
+def test_grid_cli_writes_the_loss_by_source_and_score_tables():
+    main(["grid", "--profile", "smoke", "--runs", "ce:none", "supcon:mixup", "--suffix", "_test"])
     out = results_dir("smoke")
-    df = pd.read_csv(out / "test_grid.csv")
+    df = pd.read_csv(out / "metrics_test.csv")
     assert set(map(tuple, df[["loss", "generator"]].drop_duplicates().values.tolist())) == {("ce", "none"),
                                                                                            ("supcon", "mixup")}
-    md = (out / "test_grid.md").read_text()
-    assert "python -m ood_lib grid --profile smoke --runs ce:none supcon:mixup --seeds 0 --out test_grid" in md
+    grid = pd.read_csv(out / "loss_grid_test.csv")
+    assert list(grid.generator) == ["none", "mixup"] and list(grid.loss) == ["ce", "supcon"]
+    md = (out / "loss_grid_test.md").read_text()
+    assert "python -m ood_lib grid --profile smoke --runs ce:none supcon:mixup --seeds 0 --score knn --suffix '_test'" in md
     assert "near AUROC" in md and "far AUROC" in md and "| mixup" in md
+    # the k-NN column of the grid is the near-OOD AUROC of the score table
+    near = pd.read_csv(out / "scores_near_test.csv", keep_default_na=False)
+    assert near.knn.tolist() == grid["near AUROC"].tolist()
+    assert near.loc[near.loss == "ce", "cosine_proxy"].item() == ""     # a metric score on a softmax model
+    assert (out / "scores_far_test.tex").read_text().count(r"\toprule") == 1

@@ -6,7 +6,7 @@ import torch
 from ood_lib.config import ClassifierConfig
 from ood_lib.losses import kl_to_uniform, outlier_exposure
 from ood_lib.scores import KNNScorer, energy, msp
-from ood_lib.train import train_classifier
+from ood_lib.train import load_classifier, train_classifier
 
 
 def test_kl_to_uniform_zero_for_uniform_and_hand_value():
@@ -67,6 +67,13 @@ def test_classifier_resumes_the_same_loss_curve(tmp_path):
     assert resumed["log"]["loss"] == pytest.approx(full["log"]["loss"], rel=1e-5)
     for k, v in full["state"].items():
         torch.testing.assert_close(resumed["state"][k], v, msg=k)
+    # the epoch-1 snapshot survives the interruption and differs from the final weights
+    for k, v in full["snapshots"][1].items():
+        torch.testing.assert_close(resumed["snapshots"][1][k], v, msg=k)
+    early, final = load_classifier(resumed, epoch=1), load_classifier(resumed)
+    assert not torch.equal(early(x[:4]), final(x[:4]))
+    with pytest.raises(KeyError, match="no snapshot after epoch 2"):
+        load_classifier(resumed, epoch=2)
 
 
 def test_oe_needs_outliers_and_unknown_loss_is_named():
