@@ -39,9 +39,16 @@ def main(argv=None) -> None:
     grid.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
     grid.add_argument("--suffix", default=None,
                       help="file-name suffix under results/<profile>/ (default: '_full' with --full, '_cli' otherwise)")
+    dod = sub.add_parser("dod-alpha", help="validation choice of DOD's voting weight alpha")
+    dod.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    dod.add_argument("--runs", nargs="+", default=["sd_three_head:sd", "oe:sd"], help="loss:generator pairs")
+    dod.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0, 3.0])
+    dod.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
     if args.command == "grid":
         return run_grid(args)
+    if args.command == "dod-alpha":
+        return run_dod_alpha(args)
 
     profile = get_profile(args.profile)
     grid = [{"sd": {"S": S, "w": w}, "clf": {"oe_lambda": lam}}
@@ -56,6 +63,19 @@ def main(argv=None) -> None:
         f"--S {' '.join(map(str, args.S))}" + (f" --w {' '.join(map(str, args.w))}" if args.w else "")
         + (f" --oe-lambda {' '.join(map(str, args.oe_lambda))}" if args.oe_lambda else "")
         + f" --seeds {' '.join(map(str, args.seeds))} --out {args.out}`\n\n{table.to_markdown(index=False)}\n")
+    print(table.to_string())
+
+
+def run_dod_alpha(args) -> None:
+    profile = get_profile(args.profile)
+    runs = [tuple(spec.partition(":")[::2]) for spec in args.runs]
+    table = pipeline.dod_alpha_sweep(profile, runs, args.alpha, seeds=args.seeds)
+    command = (f"python -m ood_lib dod-alpha --profile {profile.name} --runs {' '.join(args.runs)} "
+               f"--alpha {' '.join(map(str, args.alpha))} --seeds {' '.join(map(str, args.seeds))}")
+    report.write_table(table, report.results_dir(profile.name), "dod_alpha_val",
+                       f"DOD voting weight alpha on the validation splits (ID val vs near-OOD val), profile "
+                       f"`{profile.name}`: near-OOD AUROC (%), mean over seeds {args.seeds}; alpha = 0 is the distance "
+                       f"score alone. Command: `{command}`")
     print(table.to_string())
 
 

@@ -21,7 +21,7 @@ from .config import LOSS_FIELDS, Profile, override, to_dict
 from .data import Benchmark, load_digits
 from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
-from .metrics import id_accuracy
+from .metrics import auroc, id_accuracy
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers, semantic_discrepant)
@@ -365,6 +365,36 @@ def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe"), se
         df.insert(0, "setting", json.dumps(setting, sort_keys=True))
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def dod_alpha_sweep(profile: Profile, runs, alphas, seeds=(0,)) -> pd.DataFrame:
+    """Near-OOD AUROC (%) on the validation splits of DOD = distance + alpha * votes for each alpha
+    (rows: runs, columns: alpha), mean over ``seeds``: the model selection of DOD's voting weight.
+    The votes are recovered from the cached ``dod`` and ``dod_distance`` scores (computed with
+    ``profile.scores.dod_alpha``), so no model is rescored."""
+    base = profile.scores.dod_alpha
+    if not base:
+        raise ValueError("profile.scores.dod_alpha is 0: the cached DOD scores carry no votes to reweight")
+    rows = {}
+    for loss, generator in runs:
+        aurocs = {a: [] for a in alphas}
+        for seed in seeds:
+            s = score_sets(profile, loss, seed, "val", generator)
+            if "dod" not in s["id"]:
+                raise ValueError(f"{loss}:{generator} has no DOD score (it trains without outliers)")
+            split = lambda d: (d["dod_distance"], (d["dod"] - d["dod_distance"]) / base)
+            id_dist, id_votes = split(s["id"])
+            for name, ood in s["ood"].items():
+                if s["groups"][name] != "near":
+                    continue
+                ood_dist, ood_votes = split(ood)
+                for a in alphas:
+                    aurocs[a].append(auroc(id_dist + a * id_votes, ood_dist + a * ood_votes))
+        rows[(generator, loss)] = {a: 100 * sum(v) / len(v) for a, v in aurocs.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index").round(2)
+    table.index.names = ["generator", "loss"]
+    table.columns = [f"alpha={a:g}" for a in alphas]
+    return table
 
 
 def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.DataFrame:
