@@ -47,13 +47,13 @@ def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
 
 def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     """Rows generator × loss × score; near-OOD AUROC and FPR95 (mean over the near sets),
-    far-OOD AUROC (mean over the far sets) and ID accuracy, mean ± std (%) over seeds."""
+    far-OOD AUROC and FPR95 (mean over the far sets) and ID accuracy, mean ± std (%) over seeds."""
     rows = ["generator", "loss", "score"]
     per_seed = (df.groupby([*rows, "seed", "ood_group"], sort=False)[["AUROC", "FPR95"]].mean()
                   .unstack("ood_group"))
     per_seed.columns = [f"{group} {metric}" for metric, group in per_seed.columns]
     per_seed["ID acc"] = df.groupby([*rows, "seed"], sort=False)["ID_acc"].first()
-    cols = [c for c in ("near AUROC", "near FPR95", "far AUROC", "ID acc") if c in per_seed.columns]
+    cols = [c for c in ("near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc") if c in per_seed.columns]
     return per_seed[cols].groupby(rows, sort=False).agg(mean_std)
 
 

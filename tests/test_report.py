@@ -79,7 +79,7 @@ def test_to_latex_compact_table_rows():
     tex = report.to_latex(table)
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == len(table)
-    assert "near AUROC & near FPR95 & far AUROC & ID acc" in tex
+    assert "near AUROC & near FPR95 & far AUROC & far FPR95 & ID acc" in tex
 
 
 # ------------------------------------------------------------------ write_table
