@@ -140,7 +140,7 @@ class ScoreConfig:
     odin_epsilon: float = 0.0014       # perturbation size, in units of images in [0, 1]
     vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
     dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
-    dod_alpha: float = 1.0             # DOD: weight of the voting term
+    dod_alpha: float = 0.01            # DOD: weight of the voting term (validation: results/digits/dod_alpha_val.md)
 
 
 # Fields of ClassifierConfig that only some loss families read.

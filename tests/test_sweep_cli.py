@@ -39,13 +39,14 @@ def test_dod_alpha_sweep_reweights_the_cached_votes():
     from ood_lib import get_profile, pipeline
     from ood_lib.metrics import auroc
 
-    main(["dod-alpha", "--profile", "smoke", "--runs", "sd_three_head:sd", "--alpha", "0", "1", "2.5"])
+    alpha = get_profile("smoke").scores.dod_alpha
+    main(["dod-alpha", "--profile", "smoke", "--runs", "sd_three_head:sd", "--alpha", "0", str(alpha), "2.5"])
     table = pd.read_csv(results_dir("smoke") / "dod_alpha_val.csv")
     s = pipeline.score_sets(get_profile("smoke"), "sd_three_head", 0, "val", "sd")
     near = s["ood"]["digits_6to9_val"]
-    # alpha = 0 is the distance score, alpha = 1 (the profile's) is the cached DOD score
+    # alpha = 0 is the distance score, the profile's alpha is the cached DOD score
     assert table["alpha=0"].item() == round(100 * auroc(s["id"]["dod_distance"], near["dod_distance"]), 2)
-    assert table["alpha=1"].item() == round(100 * auroc(s["id"]["dod"], near["dod"]), 2)
+    assert table[f"alpha={alpha:g}"].item() == round(100 * auroc(s["id"]["dod"], near["dod"]), 2)
     votes_id, votes_near = s["id"]["dod"] - s["id"]["dod_distance"], near["dod"] - near["dod_distance"]
     assert table["alpha=2.5"].item() == round(100 * auroc(s["id"]["dod_distance"] + 2.5 * votes_id,
                                                           near["dod_distance"] + 2.5 * votes_near), 2)
