@@ -9,11 +9,11 @@ Usage: ./run_all.sh [--profile NAME] [--full] [--test] [--refresh-notebooks] [--
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
-  --profile NAME       smoke (minutes) | digits (default, about 25 min on 2 CPU cores)
+  --profile NAME       smoke (minutes) | digits (default, about 40 min on 2 CPU cores)
   --full               also the optional, costly parts of the notebooks (their `full` parameter):
                        every loss x outlier source over the profile's seeds (06, 07: 81 models on
                        digits) and SD outliers from a DDPM trained on pseudo labels (04);
-                       about 1 h more on digits
+                       about 1.5 h more on digits
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
