@@ -45,16 +45,29 @@ class SmallCNN(nn.Module):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and penultimate features of ``x`` (eval mode, batched, returned on CPU)."""
+def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """What the scores read, in one pass (eval mode, on CPU): ``logits`` and ``features``,
+    plus ``embeddings`` for metric models and ``bin`` for models with a binary head."""
     model.eval()
     device = next(model.parameters()).device
-    logits, feats = [], []
+    parts: dict[str, list] = {}
+    heads = getattr(model, "heads", {})
     for i in range(0, len(x), batch_size):
         f = model.features(x[i:i + batch_size].to(device))
-        feats.append(f.cpu())
-        logits.append(model.head(f).cpu())
-    return torch.cat(logits), torch.cat(feats)
+        batch = {"features": f, "logits": model.head(f)}
+        if hasattr(model, "metric"):
+            batch["embeddings"] = model.embed(f)
+        if "bin" in heads:
+            batch["bin"] = heads["bin"](f)
+        for k, v in batch.items():
+            parts.setdefault(k, []).append(v.cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and penultimate features of ``x`` (eval mode, batched, returned on CPU)."""
+    out = model_outputs(model, x, batch_size)
+    return out["logits"], out["features"]
 
 
 # --------------------------------------------------------------------------- standard backbones

@@ -321,17 +321,15 @@ def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test",
     return cached("scores", key, compute, verbose=False)
 
 
-def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test", scores: tuple | None = None) -> pd.DataFrame:
+def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.DataFrame:
     """The tidy results table: one row per (ood_dataset, generator, loss, score, seed), over the
-    profile's seeds. ``losses`` holds loss names (trained with their default outlier source) or
-    ``(loss, generator)`` pairs; ``scores`` restricts the scores (default: all that apply)."""
+    profile's seeds, every score that applies to each model. ``losses`` holds loss names
+    (trained with their default outlier source) or ``(loss, generator)`` pairs."""
     frames = []
     for spec in losses:
         loss, generator = _run(*(spec if isinstance(spec, tuple) else (spec, None)))
         for seed in profile.seeds:
             s = score_sets(profile, loss, seed, split, generator)
-            if scores is not None:
-                s = {**s, "id": {k: v for k, v in s["id"].items() if k in scores}}
             df = evaluation.metrics_table(s, profile=profile.name, id_dataset=benchmark(profile).name, generator=generator,
                                           loss=loss, seed=seed)
             df["train_seconds"] = s["train_seconds"]

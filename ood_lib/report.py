@@ -285,9 +285,9 @@ def write_table(table: pd.DataFrame, outdir: Path, stem: str, title: str) -> dic
 
 def _np(x):
     """1-D float numpy array from a tensor (any device) or array-like."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=float).ravel()
+    from .metrics import _to_numpy
+
+    return _to_numpy(x).astype(float).ravel()
 
 
 def roc_curves(scored: dict, scores=None, path: Path | None = None, title: str = ""):

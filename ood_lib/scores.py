@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ScoreConfig
+from .models import model_outputs
 
 SCORES = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "knn", "vim", "cosine_proxy", "sd_binary",
           "dod_distance", "dod")
@@ -203,26 +204,6 @@ class DODScorer:
 
 
 # ---------------------------------------------------------------------------- the suite
-@torch.no_grad()
-def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """What the scores read, in one pass (eval mode, on CPU): ``logits`` and ``features``,
-    plus ``embeddings`` for metric models and ``bin`` for models with a binary head."""
-    model.eval()
-    device = next(model.parameters()).device
-    parts: dict[str, list] = {}
-    heads = getattr(model, "heads", {})
-    for i in range(0, len(x), batch_size):
-        f = model.features(x[i:i + batch_size].to(device))
-        batch = {"features": f, "logits": model.head(f)}
-        if hasattr(model, "metric"):
-            batch["embeddings"] = model.embed(f)
-        if "bin" in heads:
-            batch["bin"] = heads["bin"](f)
-        for k, v in batch.items():
-            parts.setdefault(k, []).append(v.cpu())
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
 def applicable_scores(model: torch.nn.Module, has_outliers: bool = False) -> tuple[str, ...]:
     """The names in :data:`SCORES` that apply to ``model`` (see the table in the module docstring)."""
     skip = set()
