@@ -410,10 +410,11 @@ def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.Da
 
 def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
     """How well the DDPM follows its label: the CE classifier's accuracy on guided DDIM samples
-    of each class, for each guidance weight w (a check of the sampler, not of OOD detection)."""
+    of each class at the label-mixup sampler's stride, for each guidance weight w (a check of
+    the sampler, not of OOD detection)."""
     b = benchmark(profile)
     key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "ws": list(ws),
-           "n_per_class": n_per_class, "seed": seed, "stride": profile.sd.stride, "clip_sample": profile.sd.clip_sample}
+           "n_per_class": n_per_class, "seed": seed, "stride": profile.mixup.stride, "clip_sample": profile.sd.clip_sample}
 
     def compute(_):
         unet = load_unet(ddpm(profile))
@@ -421,7 +422,7 @@ def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int 
         labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
         rows = []
         for w in ws:
-            x = sample(unet, labels, w=w, stride=profile.sd.stride, seed=seed, clip_sample=profile.sd.clip_sample)
+            x = sample(unet, labels, w=w, stride=profile.mixup.stride, seed=seed, clip_sample=profile.sd.clip_sample)
             logits, _ = predict(judge, x)
             rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
                          "mean_msp": -msp(logits).mean().item()})
