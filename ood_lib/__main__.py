@@ -11,12 +11,16 @@ writes, under ``results/<profile>/``, ``metrics<suffix>.csv`` (tidy), ``loss_gri
 (loss × outlier source with the ``--score`` score) and ``scores_{near,far}<suffix>.{md,tex,csv}``
 (model × score AUROC); the suffix is ``_full`` with ``--full`` (the files ``./run_all.sh --full``
 writes), ``_cli`` otherwise, or ``--suffix``.
+
+``python -m ood_lib paper-tables --profile digits --full`` writes the papers' tables and
+ablations (``ood_lib.ablations``, notebooks 08 and 09) under ``results/<profile>/``: without
+``--full`` the subset the default run computes, with it the papers' grids (suffix ``_full``).
 """
 from __future__ import annotations
 
 import argparse
 
-from . import pipeline, report
+from . import ablations, pipeline, report
 from .config import PROFILES, get_profile, override
 
 
@@ -44,7 +48,12 @@ def main(argv=None) -> None:
     dod.add_argument("--runs", nargs="+", default=["sd_three_head:sd", "oe:sd"], help="loss:generator pairs")
     dod.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0, 3.0])
     dod.add_argument("--seeds", type=int, nargs="+", default=[0])
+    papers = sub.add_parser("paper-tables", help="the papers' tables and ablations (notebooks 08 and 09)")
+    papers.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    papers.add_argument("--full", action="store_true", help="the papers' full grids over the profile's seeds")
     args = parser.parse_args(argv)
+    if args.command == "paper-tables":
+        return run_paper_tables(args)
     if args.command == "grid":
         return run_grid(args)
     if args.command == "dod-alpha":
@@ -77,6 +86,18 @@ def run_dod_alpha(args) -> None:
                        f"`{profile.name}`: near-OOD AUROC (%), mean over seeds {args.seeds}; alpha = 0 is the distance "
                        f"score alone. Command: `{command}`")
     print(table.to_string())
+
+
+def run_paper_tables(args) -> None:
+    cfg = ablations.settings(get_profile(args.profile), args.full)
+    profile, suffix, out = cfg["profile"], cfg["suffix"], report.results_dir(args.profile)
+    command = f"python -m ood_lib paper-tables --profile {args.profile}" + (" --full" if args.full else "")
+    tables = {**ablations.write_sd_tables(profile, out, suffix, cfg["S"], cfg["w"], command),
+              **ablations.write_oal_tables(profile, out, suffix, cfg["oal_variants"], command),
+              **ablations.write_paper1(profile, out, suffix, cfg["metric_losses"], command),
+              "table4": ablations.write_sd_as_test(profile, cfg["test_runs"], out, suffix, command)}
+    for name, table in tables.items():
+        print(f"== {name}\n{table.to_string()}\n")
 
 
 def run_grid(args) -> None:

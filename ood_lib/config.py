@@ -11,6 +11,13 @@ import json
 from dataclasses import dataclass, field
 
 
+def added_later(default):
+    """A config field added after artefacts were cached, whose ``default`` is the behaviour
+    before it existed: :func:`to_dict` leaves it out at that value, so old cache keys (and
+    artefacts) stay valid."""
+    return field(default=default, metadata={"omit_at": default})
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Sizes of the `digits` benchmark splits (per class unless said otherwise)."""
@@ -21,6 +28,21 @@ class DataConfig:
     n_near_val_per_class: int = 50     # digits 6-9 validation split (model selection only)
     n_near_test_per_class: int = 450
     n_far: int = 600                   # images per far-OOD set
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Cifar10DataConfig:
+    """Sizes of the `cifar10` benchmark (the OpenOOD v1.5 CIFAR-10 suite): CIFAR-10 as ID;
+    CIFAR-100 and Tiny-ImageNet near-OOD; SVHN, Textures, Places365 and MNIST far-OOD, all
+    at 32x32 RGB (see ``ood_lib.data.load_cifar10``)."""
+
+    dataset: str = "cifar10"
+    n_train_per_class: int = 4500      # of CIFAR-10's 5,000 training images per class
+    n_val_per_class: int = 500         # the rest of the training set: model selection
+    n_test_per_class: int = 1000       # the whole CIFAR-10 test set
+    n_near_val: int = 1000             # Tiny-ImageNet images held out of its test set (validation)
+    n_ood: int = 10000                 # at most this many images per OOD test set
     seed: int = 0
 
 
@@ -39,6 +61,7 @@ class DDPMConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     seed: int = 0
+    attention: bool = added_later(False)  # self-attention in the two lowest-resolution levels (CIFAR UNet)
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,7 @@ class ClassifierConfig:
     micl_weight: float = 0.1           # OAL: weight of the CLUB mutual-information term (MICL)
     kd_weight: float = 1.0             # OAL: weight of distillation from the CE teacher
     kd_temperature: float = 4.0
+    augment: bool = added_later(False)     # random crop (4-pixel zero padding) + horizontal flip (CIFAR)
 
 
 @dataclass(frozen=True)
@@ -156,7 +180,7 @@ LOSS_FIELDS = {
 @dataclass(frozen=True)
 class Profile:
     name: str
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig | Cifar10DataConfig = field(default_factory=DataConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     sd: SDConfig = field(default_factory=SDConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
@@ -189,7 +213,32 @@ PROFILES = {
         scores=ScoreConfig(knn_k=5, dod_k=5),
         seeds=(0,),
     ),
+    # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (35M parameters,
+    # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.
+    "cifar10": Profile(
+        "cifar10",
+        data=Cifar10DataConfig(),
+        ddpm=DDPMConfig(block_out_channels=(128, 256, 256, 256), layers_per_block=2, attention=True, steps=80_000,
+                        batch_size=128, lr=2e-4, warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000),
+        sd=SDConfig(S=100, w=3.0, stride=10, n_outliers=10_000, batch_size=500),
+        mixup=MixupConfig(stride=20, n_outliers=10_000, batch_size=500),
+        autoencoder=AutoencoderConfig(block_out_channels=(64, 128, 256), steps=20_000, batch_size=128, lr=2e-4,
+                                      checkpoint_every=2000),
+        latent_ddpm=DDPMConfig(block_out_channels=(128, 256), layers_per_block=2, steps=40_000, batch_size=128,
+                               lr=2e-4, warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000),
+        latent=LatentOutlierConfig(encoder_epochs=20, k=50, n_boundary=200, n_candidates=20, stride=20,
+                                   n_outliers=10_000, batch_size=1000),
+        clf=ClassifierConfig(backbone="resnet18", epochs=100, batch_size=128, lr=1e-3, outlier_batch_size=256,
+                             augment=True),
+        scores=ScoreConfig(knn_k=50, dod_k=50),
+    ),
 }
+# The cifar10 code path (data reader, 3-channel 32x32 generators, ResNet-18 with augmentation)
+# at smoke sizes: minutes on a CPU, to check a data root before a GPU run.
+PROFILES["cifar10_smoke"] = dataclasses.replace(
+    PROFILES["smoke"], name="cifar10_smoke",
+    data=Cifar10DataConfig(n_train_per_class=30, n_val_per_class=10, n_test_per_class=20, n_near_val=40, n_ood=200),
+    clf=dataclasses.replace(PROFILES["smoke"].clf, backbone="resnet18", augment=True))
 
 
 def get_profile(name: str, **overrides) -> Profile:
@@ -212,9 +261,12 @@ def override(profile: Profile, **overrides) -> Profile:
 
 
 def to_dict(obj) -> dict:
-    """Plain, JSON-able view of a (nested) config dataclass or dict."""
+    """Plain, JSON-able view of a (nested) config dataclass or dict (the cache keys' content;
+    fields declared with :func:`added_later` are omitted at their default)."""
     if dataclasses.is_dataclass(obj):
-        obj = dataclasses.asdict(obj)
+        obj = {f.name: to_dict(getattr(obj, f.name)) if dataclasses.is_dataclass(getattr(obj, f.name))
+               else getattr(obj, f.name) for f in dataclasses.fields(obj)
+               if not ("omit_at" in f.metadata and getattr(obj, f.name) == f.metadata["omit_at"])}
     return json.loads(json.dumps(obj, default=str))
 
 

@@ -26,16 +26,18 @@ from .config import DDPMConfig
 
 
 def build_unet(cfg: DDPMConfig, n_classes: int, image_size: int = 28, channels: int = 1) -> UNet2DModel:
-    """Small UNet without attention; ``n_classes + 1`` label embeddings (last = null)."""
+    """UNet with ``n_classes + 1`` label embeddings (last = null); without attention, or with
+    self-attention in its two lowest-resolution levels (``cfg.attention``, as the CIFAR DDPM)."""
     n_blocks = len(cfg.block_out_channels)
+    attn = [cfg.attention and i >= n_blocks - 2 for i in range(n_blocks)]
     return UNet2DModel(
         sample_size=image_size,
         in_channels=channels,
         out_channels=channels,
         block_out_channels=tuple(cfg.block_out_channels),
         layers_per_block=cfg.layers_per_block,
-        down_block_types=("DownBlock2D",) * n_blocks,
-        up_block_types=("UpBlock2D",) * n_blocks,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         norm_num_groups=8,
         num_class_embeds=n_classes + 1,
     )

@@ -209,9 +209,10 @@ class EmbeddingEncoder(torch.nn.Module):
     e(c) is the logit of class c, so ID embeddings cluster around their class's embedding
     direction and perturbed points are meaningful conditioning vectors."""
 
-    def __init__(self, class_vectors: torch.Tensor, width: int = 16, temperature: float = 0.1):
+    def __init__(self, class_vectors: torch.Tensor, width: int = 16, temperature: float = 0.1,
+                 in_channels: int = 1):
         super().__init__()
-        self.backbone = SmallCNN(len(class_vectors), 1, width)
+        self.backbone = SmallCNN(len(class_vectors), in_channels, width)
         self.proj = torch.nn.Linear(self.backbone.feature_dim, class_vectors.shape[1])
         self.register_buffer("class_vectors", class_vectors.clone())
         self.temperature = temperature
@@ -233,7 +234,7 @@ def train_embedding_encoder(x: torch.Tensor, y: torch.Tensor, class_vectors: tor
     """Fit :class:`EmbeddingEncoder` with cross-entropy on its cosine logits (the class
     vectors stay fixed)."""
     torch.manual_seed(seed)
-    enc = EmbeddingEncoder(class_vectors, temperature=temperature)
+    enc = EmbeddingEncoder(class_vectors, temperature=temperature, in_channels=x.shape[1])
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
     for _ in progress_bar(range(epochs), desc="embedding encoder", main=progress):

@@ -101,6 +101,21 @@ def oal_loss(model: OALNet, xb, yb, ob, emb_out, sources, teacher, cfg: Classifi
     return value, logits[:n]
 
 
+def augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation: a random crop of the zero-padded image (same size)
+    and a random horizontal flip, per image, drawn from ``g``."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(2 * pad + 1, (2, n), generator=g)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(-1, x.shape[1], -1, w + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(-1, x.shape[1], h, -1)
+    out = out.gather(3, cols)
+    flip = torch.rand(n, generator=g) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
 def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: ClassifierConfig,
                      loss: str = "ce", outliers: torch.Tensor | None = None, seed: int = 0,
                      workdir: Path | None = None, stop_after_epochs: int | None = None,
@@ -152,11 +167,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         for i in progress(range(steps_per_epoch), desc=f"{loss} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                            main=accelerator.is_main_process):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
+            xb, yb = (augment(x[idx], g) if cfg.augment else x[idx]).to(dev), y[idx].to(dev)
             ob, extra = None, {"teacher": teacher}
             if loss != "ce" and outliers is not None and len(outliers):
                 oidx = torch.randint(len(outliers), (cfg.outlier_batch_size,), generator=g)
-                ob = outliers[oidx].to(dev)
+                ob = (augment(outliers[oidx], g) if cfg.augment else outliers[oidx]).to(dev)
                 if outlier_labels is not None:
                     extra["labels"] = outlier_labels[oidx].to(dev)
                 if outlier_embeddings is not None:
