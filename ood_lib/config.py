@@ -101,7 +101,7 @@ class AutoencoderConfig:
     block_out_channels: tuple = (16, 32, 32)
     latent_channels: int = 4
     layers_per_block: int = 1
-    steps: int = 1000
+    steps: int = 600
     batch_size: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -138,7 +138,7 @@ class ClassifierConfig:
 
     backbone: str = "small_cnn"        # small_cnn | resnet18 | wrn40_2
     width: int = 32                    # small_cnn width
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
@@ -186,7 +186,7 @@ class Profile:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     latent_ddpm: DDPMConfig = field(default_factory=lambda: DDPMConfig(
-        block_out_channels=(64, 128), layers_per_block=1, steps=1200, lr=1e-3))
+        block_out_channels=(64, 128), layers_per_block=1, steps=1000, lr=1e-3))
     latent: LatentOutlierConfig = field(default_factory=LatentOutlierConfig)
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
