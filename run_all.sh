@@ -9,16 +9,19 @@ Usage: ./run_all.sh [--profile NAME] [--full] [--test] [--refresh-notebooks] [--
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
-  --profile NAME       smoke (minutes) | digits (default, about 40 min on 2 CPU cores)
+  --profile NAME       smoke (minutes) | digits (default, under 30 min on 2 CPU cores) |
+                       cifar10 (GPU hours; data: README) | cifar10_smoke (the cifar10 code path, minutes)
   --full               also the optional, costly parts of the notebooks (their `full` parameter):
                        every loss x outlier source over the profile's seeds (06, 07: 81 models on
-                       digits) and SD outliers from a DDPM trained on pseudo labels (04);
-                       about 1.5 h more on digits
+                       digits), the papers' full grids (08, 09: SD timestep x guidance, OAL
+                       ablation) and SD outliers from a DDPM trained on pseudo labels (04);
+                       roughly 2-2.5 h more on 2 CPU cores
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
 Environment: OOD_CACHE (artefact cache, default .cache/), OOD_DATA_ROOT (optional data,
-default ../shared/data), PYTHON (interpreter used to create .venv, default python3).
+default ../shared/data), OOD_DOWNLOAD=1 (let torchvision download the cifar10 sets into it),
+PYTHON (interpreter used to create .venv, default python3).
 TXT
 }
 
