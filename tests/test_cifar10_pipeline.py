@@ -25,7 +25,8 @@ def test_generators_make_rgb_outliers_at_32px():
 
 
 @needs_cifar
-def test_resnet18_trains_and_scores(loss="oe", generator="sd"):
+def test_resnet18_trains_and_scores():
+    loss, generator = "oe", "sd"
     df = pipeline.evaluate(P, [(loss, generator)])
     assert set(df.ood_dataset) >= {"tin", "mnist", "textures"}
     assert {"knn", "dod", "mahalanobis"} <= set(df.score)
