@@ -228,12 +228,20 @@ def _title(profile: Profile, what: str, command: str) -> str:
             f"Command: `{command}`")
 
 
-def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=SD_S, ws=SD_W, command: str = "") -> dict:
-    """Paper 3's Tables 2 and 3 (``paper3_table2_S_w<suffix>``, ``paper3_table3_voting<suffix>``);
-    Table 3 at the middle w of ``ws``."""
+def sd_tables(profile: Profile, S_values=SD_S, ws=SD_W) -> dict:
+    """Paper 3's Tables 2 and 3 (keys ``table2``, ``table3``); Table 3 at the middle w of ``ws``."""
     df = sd_grid(profile, S_values, ws)
-    w3 = sorted(ws)[len(ws) // 2]
-    tables = {"table2": sd_grid_table(df), "table3": sd_voting(df, profile, w3)}
+    return {"table2": sd_grid_table(df), "table3": sd_voting(df, profile, _table3_w(ws))}
+
+
+def _table3_w(ws) -> float:
+    return sorted(ws)[len(ws) // 2]
+
+
+def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=SD_S, ws=SD_W, command: str = "") -> dict:
+    """Writes :func:`sd_tables` (``paper3_table2_S_w<suffix>``, ``paper3_table3_voting<suffix>``)."""
+    tables = sd_tables(profile, S_values, ws)
+    w3 = _table3_w(ws)
     report.write_table(tables["table2"], outdir, f"paper3_table2_S_w{suffix}", _title(
         profile, "Paper 3 Table 2: near-OOD AUROC of the SD three-head model with the DOD score, SD outliers made "
         "at timestep S (rows) and guidance w (columns).", command))
@@ -255,14 +263,18 @@ def write_sd_as_test(profile: Profile, runs, outdir, suffix: str, command: str =
     return table
 
 
-def write_paper1(profile: Profile, outdir, suffix: str, metric_losses=METRIC_LOSSES, command: str = "") -> dict:
-    """Paper 1's table with its own scores and with k-NN (``paper1_losses_mixup<suffix>``,
-    ``paper1_losses_mixup_knn<suffix>``)."""
+def paper1_tables(profile: Profile, metric_losses=METRIC_LOSSES) -> dict:
+    """Paper 1's table with its own scores (key ``paper``) and with k-NN for every loss (``knn``)."""
     runs = paper1_runs(metric_losses)
     df = pipeline.evaluate(profile, runs)
     losses = {loss for loss, _ in runs}
-    tables = {"paper": paper1_table(df, {k: v for k, v in PAPER1_SCORE.items() if k in losses}),
-              "knn": paper1_table(df, {k: "knn" for k in PAPER1_SCORE if k in losses})}
+    return {"paper": paper1_table(df, {k: v for k, v in PAPER1_SCORE.items() if k in losses}),
+            "knn": paper1_table(df, {k: "knn" for k in PAPER1_SCORE if k in losses})}
+
+
+def write_paper1(profile: Profile, outdir, suffix: str, metric_losses=METRIC_LOSSES, command: str = "") -> dict:
+    """Writes :func:`paper1_tables` (``paper1_losses_mixup<suffix>``, ``paper1_losses_mixup_knn<suffix>``)."""
+    tables = paper1_tables(profile, metric_losses)
     what = ("Paper 1: each loss family without and with label-mixup outliers (softmax: CE without, OE with), "
             "near/far = mean over the near/far-OOD test sets; score: {}.")
     report.write_table(tables["paper"], outdir, f"paper1_losses_mixup{suffix}", _title(
@@ -273,13 +285,18 @@ def write_paper1(profile: Profile, outdir, suffix: str, metric_losses=METRIC_LOS
     return tables
 
 
-def write_oal_tables(profile: Profile, outdir, suffix: str, variants: dict = OAL_VARIANTS, command: str = "") -> dict:
-    """Paper 2's tables: ``paper2_oal_ablation<suffix>`` (MICL / KD switched off, k-NN and
-    MSP) and ``paper2_pixel_vs_latent<suffix>`` (OE with each outlier source, and OAL)."""
+def oal_tables(profile: Profile, variants: dict = OAL_VARIANTS) -> dict:
+    """Paper 2's tables: ``ablation`` (MICL / KD switched off, k-NN and MSP) and
+    ``pixel_vs_latent`` (OE with each outlier source, and OAL)."""
     df = oal_ablation(profile, variants)
     ablation = pd.concat({s: report.compact_table(df[df.score == s]).droplevel(["generator", "score"])
                           for s in ("knn", "msp")}, names=["score"])
-    tables = {"ablation": ablation, "pixel_vs_latent": pixel_vs_latent(profile)}
+    return {"ablation": ablation, "pixel_vs_latent": pixel_vs_latent(profile)}
+
+
+def write_oal_tables(profile: Profile, outdir, suffix: str, variants: dict = OAL_VARIANTS, command: str = "") -> dict:
+    """Writes :func:`oal_tables` (``paper2_oal_ablation<suffix>``, ``paper2_pixel_vs_latent<suffix>``)."""
+    tables = oal_tables(profile, variants)
     report.write_table(tables["ablation"], outdir, f"paper2_oal_ablation{suffix}", _title(
         profile, "Paper 2: OAL (latent outliers) with its mutual-information term (MICL) and its distillation "
         "(KD) switched off; near/far = mean over the near/far-OOD test sets.", command))
@@ -315,9 +332,11 @@ def _verdict(flags: list) -> str:
 
 
 def claim_checks(tables: dict) -> pd.DataFrame:
-    """Each paper claim against this run's tables (the ``write_*`` outputs merged into one
+    """Each paper claim against this run's tables (the ``*_tables`` outputs merged into one
     dict: keys paper, pixel_vs_latent, ablation, table2, table3, table4): whether it holds
-    here ("yes", "partly", "no") and the numbers that decide it (near-OOD AUROC, %)."""
+    here ("yes", "partly", "no") and the numbers that decide it (near-OOD AUROC, %). It reads
+    the same rounded cells a reader sees, so a verdict never rests on a difference the
+    tables do not show."""
     rows = []
 
     def add(paper, claim, flags, evidence):
