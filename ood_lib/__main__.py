@@ -96,6 +96,7 @@ def run_paper_tables(args) -> None:
               **ablations.write_oal_tables(profile, out, suffix, cfg["oal_variants"], command),
               **ablations.write_paper1(profile, out, suffix, cfg["metric_losses"], command),
               "table4": ablations.write_sd_as_test(profile, cfg["test_runs"], out, suffix, command)}
+    tables["claims"] = ablations.write_claims(tables, profile, out, suffix, command)
     for name, table in tables.items():
         print(f"== {name}\n{table.to_string()}\n")
 

@@ -393,6 +393,15 @@ def claim_checks(tables: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def write_claims(tables: dict, profile: Profile, outdir, suffix: str, command: str = "") -> pd.DataFrame:
+    """Writes :func:`claim_checks` of ``tables`` (``paper_claims<suffix>``) and returns it."""
+    claims = claim_checks(tables)
+    report.write_table(claims.set_index(["paper", "claim"]), outdir, f"paper_claims{suffix}",
+                       f"The papers' claims on profile `{profile.name}` (seeds {list(profile.seeds)}). "
+                       f"Command: `{command}`")
+    return claims
+
+
 def papers_table() -> pd.DataFrame:
     """The three papers: title, link, the claims checked here and the tables that check them."""
     return pd.DataFrame([{"paper": k, "title": v["title"], "link": v["url"] or "(no public copy found)",
