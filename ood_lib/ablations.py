@@ -222,7 +222,7 @@ def sd_as_test(profile: Profile, runs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# ----------------------------------------------------------------------------- writing
+# ----------------------------------------------------------------------------- tables and their files
 def _title(profile: Profile, what: str, command: str) -> str:
     return (f"{what} Profile `{profile.name}`, test splits, mean ± std over seeds {list(profile.seeds)}, in %. "
             f"Command: `{command}`")

@@ -213,7 +213,7 @@ PROFILES = {
         scores=ScoreConfig(knn_k=5, dod_k=5),
         seeds=(0,),
     ),
-    # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (35M parameters,
+    # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (37M parameters,
     # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.
     "cifar10": Profile(
         "cifar10",

@@ -98,18 +98,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape)
 
 
+def find_idx(folder: str | Path, prefix: str, kind: str, required: bool = True) -> Path | None:
+    """``<folder>/<prefix>-<kind>`` or its ``.gz`` (kind: ``images-idx3-ubyte`` or
+    ``labels-idx1-ubyte``); ``None`` when absent and not ``required``."""
+    for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    if required:
+        raise FileNotFoundError(f"no {prefix}-{kind}[.gz] in {folder}")
+    return None
+
+
 def load_idx_folder(folder: str | Path, prefix: str = "t10k") -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N,1,H,W) in [0,1] and labels from ``<prefix>-images-idx3-ubyte[.gz]``."""
-    folder = Path(folder)
-
-    def find(kind: str) -> Path:
-        for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
-            if (folder / name).exists():
-                return folder / name
-        raise FileNotFoundError(f"no {prefix}-{kind}[.gz] in {folder}")
-
-    images = read_idx(find("images-idx3-ubyte"))
-    labels = read_idx(find("labels-idx1-ubyte"))
+    images = read_idx(find_idx(folder, prefix, "images-idx3-ubyte"))
+    labels = read_idx(find_idx(folder, prefix, "labels-idx1-ubyte"))
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
@@ -382,17 +385,9 @@ def read_idx_images(path: Path, inner: str = "t10k") -> _Source:
     """An MNIST-format IDX folder (``<inner>-images-idx3-ubyte[.gz]``): gray -> RGB, 32x32."""
     from PIL import Image
 
-    x, y = None, None
-    for name in (f"{inner}-images-idx3-ubyte", f"{inner}-images-idx3-ubyte.gz"):
-        if (Path(path) / name).exists():
-            x = read_idx(Path(path) / name)
-            break
-    if x is None:
-        raise FileNotFoundError(f"no {inner}-images-idx3-ubyte[.gz] in {path}")
-    for name in (f"{inner}-labels-idx1-ubyte", f"{inner}-labels-idx1-ubyte.gz"):
-        if (Path(path) / name).exists():
-            y = read_idx(Path(path) / name).astype(np.int64)
-    labels = y if y is not None else np.full(len(x), -1, dtype=np.int64)
+    x = read_idx(find_idx(path, inner, "images-idx3-ubyte"))
+    label_file = find_idx(path, inner, "labels-idx1-ubyte", required=False)
+    labels = read_idx(label_file).astype(np.int64) if label_file else np.full(len(x), -1, dtype=np.int64)
 
     def take(idx):
         return np.stack([_to_rgb32(Image.fromarray(x[i])) for i in idx]) if len(idx) else \
