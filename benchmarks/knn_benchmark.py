@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(
-        [sys.executable, str(Path(__file__)), *argv])
+    # the command a reader reruns: no machine-specific interpreter or absolute path
+    command = shlex.join(["python", "benchmarks/knn_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     load = os.getloadavg()
     print(f"k-NN scoring: {args.n_queries:,} queries x {args.n_bank:,} bank, dim {args.dim}, "
           f"k={args.k}, best of {args.repeats}; torch on {args.device}; "

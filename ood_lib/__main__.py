@@ -31,7 +31,13 @@ def main(argv=None) -> None:
     sweep.add_argument("--profile", default="digits", choices=sorted(PROFILES))
     sweep.add_argument("--S", type=int, nargs="+", default=[200, 400, 600])
     sweep.add_argument("--w", type=float, nargs="+", default=None)
+    sweep.add_argument("--stride", type=int, default=None, help="SD's DDIM stride (default: the profile's)")
+    sweep.add_argument("--screen", action="store_true",
+                       help="screen every S x w with the regime check first (pipeline.sd_regime_screen) and train only "
+                            "pipeline.sd_candidates: per w, the smallest S outside the copy regime")
     sweep.add_argument("--oe-lambda", type=float, nargs="+", default=None)
+    sweep.add_argument("--losses", nargs="+", default=["ce", "oe"],
+                       help="losses trained at each setting (each with its default outlier source)")
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
     sweep.add_argument("--out", default="validation_sweep", help="file stem under results/<profile>/")
     grid = sub.add_parser("grid", help="train and evaluate loss:outlier-source pairs on the test splits")
@@ -46,7 +52,9 @@ def main(argv=None) -> None:
     dod = sub.add_parser("dod-alpha", help="validation choice of DOD's voting weight alpha")
     dod.add_argument("--profile", default="digits", choices=sorted(PROFILES))
     dod.add_argument("--runs", nargs="+", default=["sd_three_head:sd", "oe:sd"], help="loss:generator pairs")
-    dod.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.3, 1.0, 3.0])
+    dod.add_argument("--alpha", type=float, nargs="+", default=None,
+                     help="weights to compare (default: 0 and pipeline.dod_alpha_candidates, multiples of the "
+                          "distance term's ID spread / k)")
     dod.add_argument("--seeds", type=int, nargs="+", default=[0])
     papers = sub.add_parser("paper-tables", help="the papers' tables and ablations (notebooks 08 and 09)")
     papers.add_argument("--profile", default="digits", choices=sorted(PROFILES))
@@ -60,32 +68,66 @@ def main(argv=None) -> None:
         return run_dod_alpha(args)
 
     profile = get_profile(args.profile)
-    grid = [{"sd": {"S": S, "w": w}, "clf": {"oe_lambda": lam}}
+    stride = {"stride": args.stride} if args.stride else {}
+    grid = [{"sd": {"S": S, "w": w, **stride}, "clf": {"oe_lambda": lam}}
             for S in args.S for w in (args.w or [profile.sd.w]) for lam in (args.oe_lambda or [profile.clf.oe_lambda])]
-    df = pipeline.validation_sweep(profile, grid, seeds=args.seeds)
     out = report.results_dir(profile.name)
+    screen_md = ""
+    if args.screen:
+        screened = override(profile, sd=stride) if stride else profile
+        screen = pipeline.sd_regime_screen(screened, args.S, args.w or [profile.sd.w])
+        report.write_table(screen.set_index(["S", "w"]).round(3), out, f"{args.out}_screen",
+                           "SD regime screen on 120 ID training images per setting (pipeline.sd_regime_screen), CE "
+                           f"judge seed 0, profile `{profile.name}`: the sweep trains only pipeline.sd_candidates.")
+        grid = [{"sd": {**c["sd"], **stride}} for c in pipeline.sd_candidates(screen)]
+        screen_md = (f"Screened first (`{args.out}_screen.md`): S x w = {list(args.S)} x {args.w or [profile.sd.w]}; "
+                     f"trained: the smallest S outside the copy regime for each w.\n\n")
+        print(screen.round(3).to_string())
+    df = pipeline.validation_sweep(profile, grid, losses=tuple(args.losses), seeds=args.seeds)
     df.to_csv(out / f"{args.out}.csv", index=False, float_format="%.6f")
     table = report.sweep_table(df)
     (out / f"{args.out}.md").write_text(
         f"Validation sweep, profile `{profile.name}`: near-OOD AUROC (%) on ID val vs digits 6-9 val "
         f"(mean over seeds {args.seeds}).\n\nCommand: `python -m ood_lib sweep --profile {profile.name} "
         f"--S {' '.join(map(str, args.S))}" + (f" --w {' '.join(map(str, args.w))}" if args.w else "")
+        + (f" --stride {args.stride}" if args.stride else "") + (" --screen" if args.screen else "")
         + (f" --oe-lambda {' '.join(map(str, args.oe_lambda))}" if args.oe_lambda else "")
-        + f" --seeds {' '.join(map(str, args.seeds))} --out {args.out}`\n\n{table.to_markdown(index=False)}\n")
+        + (f" --losses {' '.join(args.losses)}" if args.losses != ["ce", "oe"] else "")
+        + f" --seeds {' '.join(map(str, args.seeds))} --out {args.out}`\n\n{screen_md}{table.to_markdown(index=False)}\n"
+        + _sd_choice(df))
     print(table.to_string())
+
+
+def _sd_choice(df) -> str:
+    """The sweep's SD choice by :func:`ood_lib.pipeline.choose_sd_setting` (when it trained the
+    three-head model), as a Markdown paragraph."""
+    if "sd_three_head" not in set(df.loss):
+        return ""
+    choice = pipeline.choose_sd_setting(df)
+    return (f"\nChosen by `pipeline.choose_sd_setting` (highest validation near-OOD AUROC of the three-head model's "
+            f"DOD distance score outside the copy regime; ties within 0.1 to the smaller S, then w): "
+            f"`{choice['setting']}` ({100 * choice['auroc']:.2f}). Copy regime (excluded): "
+            f"{', '.join(f'`{s}`' for s in choice['excluded']) or 'none'}.\n")
 
 
 def run_dod_alpha(args) -> None:
     profile = get_profile(args.profile)
     runs = [tuple(spec.partition(":")[::2]) for spec in args.runs]
-    table = pipeline.dod_alpha_sweep(profile, runs, args.alpha, seeds=args.seeds)
+    alphas = args.alpha or [0.0, *pipeline.dod_alpha_candidates(profile, runs[0], args.seeds[0])]
+    table = pipeline.dod_alpha_sweep(profile, runs, alphas, seeds=args.seeds)
+    chosen = pipeline.choose_dod_alpha(table)
     command = (f"python -m ood_lib dod-alpha --profile {profile.name} --runs {' '.join(args.runs)} "
-               f"--alpha {' '.join(map(str, args.alpha))} --seeds {' '.join(map(str, args.seeds))}")
+               + (f"--alpha {' '.join(map(str, args.alpha))} " if args.alpha else "")
+               + f"--seeds {' '.join(map(str, args.seeds))}")
     report.write_table(table, report.results_dir(profile.name), "dod_alpha_val",
                        f"DOD voting weight alpha on the validation splits (ID val vs near-OOD val), profile "
                        f"`{profile.name}`: near-OOD AUROC (%), mean over seeds {args.seeds}; alpha = 0 is the distance "
-                       f"score alone. Command: `{command}`")
+                       f"score alone; the nonzero weights are multiples {list(pipeline.DOD_ALPHA_MULTIPLIERS)} of the "
+                       f"distance term's ID-validation std / k unless given. Chosen by `pipeline.choose_dod_alpha` "
+                       f"(best nonzero alpha for the first run, ties within 0.1 to the smaller): alpha = {chosen:g}. "
+                       f"Command: `{command}`")
     print(table.to_string())
+    print(f"chosen alpha = {chosen:g}")
 
 
 def run_paper_tables(args) -> None:
@@ -98,7 +140,8 @@ def run_paper_tables(args) -> None:
               "table4": ablations.write_sd_as_test(profile, cfg["test_runs"], out, suffix, command)}
     tables["claims"] = ablations.write_claims(tables, profile, out, suffix, command)
     for name, table in tables.items():
-        print(f"== {name}\n{table.to_string()}\n")
+        if name not in ablations.evidence(tables):
+            print(f"== {name}\n{table.to_string()}\n")
 
 
 def run_grid(args) -> None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import pandas as pd
 
 from . import pipeline, report
-from .artifacts import cached
-from .config import Profile, override, to_dict
+from .artifacts import cached, stage_key
+from .config import Profile, override
 from .data import ImageSet
-from .diagnostics import frechet_distance
+from .diagnostics import regime_text
 from .diffusion import load_unet
 from .evaluation import metrics_table, score_sets
-from .models import predict
 from .outliers import semantic_discrepant
 from .train import load_classifier
 
@@ -59,9 +58,11 @@ METRIC_LOSSES = ("arcface", "cosface", "supcon", "proxyanchor")
 # the largest scaled cosine to a class proxy for metric models.
 PAPER1_SCORE = {"ce": "msp", "oe": "msp", **{m: "cosine_proxy" for m in METRIC_LOSSES}}
 
-# OAL's ablation: the weights switched off in each variant (``ClassifierConfig`` fields).
-OAL_VARIANTS = {"OAL (MICL + KD)": {}, "no MICL": {"micl_weight": 0.0}, "no KD": {"kd_weight": 0.0},
-                "no MICL, no KD": {"micl_weight": 0.0, "kd_weight": 0.0}}
+# OAL's ablation (loss "oal", the official recipe): the ``ClassifierConfig`` weights switched off in
+# each variant. KD is both distillation terms (logits and features); without KD no teacher is trained.
+_NO_KD = {"oal_kd_logit_weight": 0.0, "oal_kd_feature_weight": 0.0}
+OAL_VARIANTS = {"OAL (MICL + KD)": {}, "no MICL": {"oal_micl_weight": 0.0}, "no KD": _NO_KD,
+                "no MICL, no KD": {"oal_micl_weight": 0.0, **_NO_KD}}
 
 
 def _per_seed(df: pd.DataFrame, by: list, group: str, metric: str = "AUROC") -> pd.Series:
@@ -119,14 +120,18 @@ def oal_ablation(profile: Profile, variants: dict = OAL_VARIANTS) -> pd.DataFram
     return pd.concat(frames, ignore_index=True)
 
 
-def pixel_vs_latent(profile: Profile, loss: str = "oe", score: str = "knn") -> pd.DataFrame:
+def pixel_vs_latent(profile: Profile, loss: str = "oe", score: str = "knn", df: pd.DataFrame | None = None,
+                    costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """``loss`` trained with pixel-space outliers (SD, label-mixup) and latent-space outliers,
     plus OAL: near/far AUROC, ID accuracy (mean ± std, %) and the generator's cost (seconds
-    and UNet evaluations per 1,000 outliers, one-off training seconds of its models)."""
+    and UNet evaluations per 1,000 outliers, one-off training seconds of its models).
+    ``df`` / ``costs``: the rows and ``pipeline.outlier_diagnostics`` when already computed."""
     runs = [(loss, g) for g in ("sd", "mixup", "latent")] + [("oal", "latent")]
-    df = pipeline.evaluate(profile, runs)
+    df = pipeline.evaluate(profile, runs) if df is None else df
     table = report.loss_grid_table(df, score)
-    costs = pipeline.outlier_diagnostics(profile, seed=profile.seeds[0]).set_index("set")
+    if costs is None:
+        costs = pipeline.outlier_diagnostics(profile, seed=profile.seeds[0])
+    costs = costs.set_index("set")
     space = {"sd": "pixel", "mixup": "pixel", "latent": "latent"}
     table.insert(0, "space", [space[g] for g, _ in table.index])
     for col, name in (("seconds_per_1000", "s / 1,000 outliers"), ("unet_evals_per_1000", "UNet evals / 1,000"),
@@ -153,73 +158,137 @@ def sd_grid(profile: Profile, S_values=SD_S, ws=SD_W, loss: str = "sd_three_head
 
 
 def sd_grid_table(df: pd.DataFrame, score: str = "dod", group: str = "near") -> pd.DataFrame:
-    """Table 2: rows S, columns w, cells ``group`` AUROC (mean ± std %) of ``score``."""
+    """Table 2: rows S, columns w, cells ``group`` AUROC (mean ± std %) of ``score``; beside each
+    w, the regime check of its outliers (``pipeline.mark_rows``: share leaving the source class,
+    share landing on c_r, "COPY REGIME" when under a quarter leave)."""
     cells = _mean_std(_per_seed(df[df.score == score], ["S", "w"], group), ["S", "w"]).unstack("w")
-    cells.columns = [f"w = {w:g}" for w in cells.columns]
-    return cells
-
-
-def sd_frechet(profile: Profile, S_values, w: float, seed: int = 0) -> dict:
-    """Fréchet distance of each S's SD outliers to the ID test images, in the penultimate
-    features of the cross-entropy classifier (as ``pipeline.outlier_diagnostics``)."""
-    b = pipeline.benchmark(profile)
-    judge = load_classifier(pipeline.classifier(profile, "ce", seed))
-    ref = predict(judge, b.id_test.x)[1]
-    return {S: frechet_distance(predict(judge, pipeline.sd_outliers(sd_profile(profile, S, w)).x)[1], ref)
-            for S in S_values}
-
-
-def sd_voting(df: pd.DataFrame, profile: Profile, w: float, group: str = "near") -> pd.DataFrame:
-    """Table 3: rows S (at guidance ``w``), columns the distance score, distance + voting (DOD)
-    and the Fréchet distance of that S's outliers; ``df`` from :func:`sd_grid`."""
-    df = df[df.w == w]
-    if df.empty:
-        raise ValueError(f"no sd_grid rows at w={w}")
-    table = pd.DataFrame({
-        "distance (dod_distance)": _mean_std(_per_seed(df[df.score == "dod_distance"], ["S"], group), ["S"]),
-        "distance + voting (dod)": _mean_std(_per_seed(df[df.score == "dod"], ["S"], group), ["S"])})
-    frechet = sd_frechet(profile, list(table.index), w, seed=profile.seeds[0])
-    table["Fréchet to ID (clf features)"] = [f"{frechet[S]:.2f}" for S in table.index]
+    regime = df.groupby(["S", "w"], sort=False).outlier_check.first().unstack("w")
+    table = pd.DataFrame(index=cells.index)
+    for w in cells.columns:
+        table[f"w = {w:g}"] = cells[w]
+        table[f"w = {w:g} regime"] = regime[w]
     return table
 
 
-def sd_test_set(profile: Profile) -> ImageSet:
-    """SD outliers made (with ``profile.sd``'s S and w, fresh noise) from the ID *test*
-    images, which no model or generator saw: paper 3's Table 4 OOD test set."""
+def voting_alpha(profile: Profile) -> dict:
+    """DOD's voting weight for Table 3, chosen on the validation splits (``pipeline.choose_dod_alpha``
+    among ``pipeline.dod_alpha_candidates``: weights where votes can move the score) for the SD
+    three-head model at the profile's own S and w, seed ``profile.seeds[0]``. Returns
+    ``{"alpha", "validation"}`` (the validation table, alpha = 0 included)."""
+    run, seed = ("sd_three_head", "sd"), profile.seeds[0]
+    alphas = [0.0, *pipeline.dod_alpha_candidates(profile, run, seed)]
+    table = pipeline.dod_alpha_sweep(profile, [run], alphas, seeds=(seed,))
+    return {"alpha": pipeline.choose_dod_alpha(table), "validation": table}
+
+
+def voting_rows(profile: Profile, S_values, w: float, alpha: float, loss: str = "sd_three_head") -> pd.DataFrame:
+    """Tidy test rows of the distance score and of DOD at voting weight ``alpha`` (votes
+    reweighted from the cached scores, ``pipeline.with_dod_alpha``) for ``loss`` trained on SD
+    outliers made at each S (guidance ``w``), with ``S``, ``w`` and ``alpha`` columns."""
     b = pipeline.benchmark(profile)
-    key = {"ddpm": pipeline.ddpm_key(profile), "sd": to_dict(profile.sd), "source": "id_test"}
+    frames = []
+    for S in S_values:
+        p = sd_profile(profile, S, w)
+        for seed in profile.seeds:
+            scored = pipeline.with_dod_alpha(pipeline.score_sets(p, loss, seed, "test", "sd"), alpha,
+                                             profile.scores.dod_alpha)
+            df = metrics_table(scored, profile=profile.name, id_dataset=b.name, generator="sd", loss=loss, seed=seed)
+            df = pipeline.mark_rows(p, df[df.score.isin(["dod_distance", "dod"])])
+            frames.append(df.assign(S=S, w=w, alpha=alpha))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sd_voting(rows: pd.DataFrame, profile: Profile, group: str = "near") -> pd.DataFrame:
+    """Table 3 from :func:`voting_rows`: rows S, columns the distance score, distance + voting
+    (DOD at the rows' alpha), the Fréchet distance of that S's outliers to ID test (CE features,
+    :func:`ood_lib.pipeline.sd_regime`) and the regime check."""
+    (alpha,), (w,) = rows.alpha.unique(), rows.w.unique()
+    table = pd.DataFrame({
+        "distance (dod_distance)": _mean_std(_per_seed(rows[rows.score == "dod_distance"], ["S"], group), ["S"]),
+        f"distance + voting (dod, alpha = {alpha:.3g})": _mean_std(_per_seed(rows[rows.score == "dod"], ["S"], group),
+                                                                  ["S"])})
+    regimes = {S: pipeline.sd_regime(sd_profile(profile, S, w)) for S in table.index}
+    table["Fréchet to ID (clf features)"] = [f"{regimes[S]['frechet']:.2f}" for S in table.index]
+    table["regime"] = [regime_text(regimes[S], short=True) for S in table.index]
+    return table
+
+
+# Table 4's two test sets: SD outliers of the ID test images (guided to c_r != y: semantics
+# changed) and the control (same images, noise and S, guided to their own class: no semantic
+# change). A detector that flags the control is detecting the generator, not semantics.
+TABLE4_SETS = {"sd": "SD outliers of ID test", "control": "control: ID test regenerated toward its own class"}
+
+
+def sd_test_key(profile: Profile, control: bool = False) -> dict:
+    return stage_key(pipeline.STAGES["sd_test_outliers"], profile, inputs={"ddpm": pipeline.ddpm_key(profile)},
+                     data=pipeline.data_fingerprint(profile, "id_test"), control=control)
+
+
+def _sd_test_artifact(profile: Profile, control: bool) -> dict:
+    b = pipeline.benchmark(profile)
 
     def compute(_):
         unet = load_unet(pipeline.ddpm(profile))
         out = semantic_discrepant(unet, b.id_test.x, b.id_test.y, b.n_classes, profile.sd.S, profile.sd.w,
                                   profile.sd.stride, seed=profile.sd.seed + 1000, batch_size=profile.sd.batch_size,
-                                  clip_sample=profile.sd.clip_sample)
-        return {"x": out["x"], "y": out["y_source"]}
+                                  clip_sample=profile.sd.clip_sample, target=b.id_test.y if control else None)
+        return {"x": out["x"], "y": out["y_source"], "y_target": out["y_target"]}
 
-    art = cached("sd_test_outliers", key, compute)
-    return ImageSet(f"SD outliers of ID test (S={profile.sd.S}, w={profile.sd.w:g})", art["x"], art["y"], "sd_test")
+    return cached("sd_test_outliers", sd_test_key(profile, control), compute)
+
+
+def sd_test_set(profile: Profile, control: bool = False) -> ImageSet:
+    """SD outliers made (with ``profile.sd``'s S and w, fresh noise) from the ID *test* images,
+    which no model or generator saw: paper 3's Table 4 OOD test set. With ``control`` the same
+    images and noise are denoised toward their *own* class (Table 4's control)."""
+    art = _sd_test_artifact(profile, control)
+    name = f"{TABLE4_SETS['control' if control else 'sd']} (S={profile.sd.S}, w={profile.sd.w:g})"
+    return ImageSet(name, art["x"], art["y"], "sd_test")
+
+
+def sd_test_regimes(profile: Profile) -> pd.DataFrame:
+    """The regime check (``pipeline.regime_of``) of Table 4's SD test set and its control."""
+    b = pipeline.benchmark(profile)
+    rows = {}
+    for kind in TABLE4_SETS:
+        art = _sd_test_artifact(profile, control=kind == "control")
+        rows[TABLE4_SETS[kind]] = pipeline.regime_of(profile, art["x"], art["y"], art["y_target"], b.id_test.x)
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def sd_as_test(profile: Profile, runs) -> pd.DataFrame:
     """Table 4: each model of ``runs`` (``(loss, generator)`` pairs, over the profile's seeds)
-    scored on ID test vs :func:`sd_test_set`; tidy rows, ``ood_group`` "sd_test"."""
+    scored on ID test vs :func:`sd_test_set` and vs its control; tidy rows, ``ood_group``
+    "sd_test", column ``test_set`` "sd" or "control", with ``pipeline.mark_rows``' marks."""
     b = pipeline.benchmark(profile)
-    test = sd_test_set(profile)
     frames = []
-    for loss, generator in runs:
-        for seed in profile.seeds:
-            key = {"classifier": pipeline.classifier_key(profile, loss, seed, generator), "split": "sd_test",
-                   "sd": to_dict(profile.sd), "scores": to_dict(profile.scores)}
+    for kind in TABLE4_SETS:
+        test = sd_test_set(profile, control=kind == "control")
+        for loss, generator in runs:
+            for seed in profile.seeds:
+                key = stage_key(pipeline.STAGES["scores"], profile,
+                                inputs={"classifier": pipeline.classifier_key(profile, loss, seed, generator),
+                                        "test_set": sd_test_key(profile, kind == "control")},
+                                data=pipeline.data_fingerprint(profile, "id_train", "id_test"), split="sd_test")
 
-            def compute(_, loss=loss, generator=generator, seed=seed):
-                model = load_classifier(pipeline.classifier(profile, loss, seed, generator))
-                pool = None if generator == "none" else pipeline.outliers(profile, generator).x
-                return score_sets(model, b.id_train, b.id_test, [test], profile.scores, outliers_x=pool)
+                def compute(_, loss=loss, generator=generator, seed=seed, test=test):
+                    model = load_classifier(pipeline.classifier(profile, loss, seed, generator))
+                    pool = None if generator == "none" else pipeline.outliers(profile, generator).x
+                    return score_sets(model, b.id_train, b.id_test, [test], profile.scores, outliers_x=pool)
 
-            scored = cached("scores", key, compute, verbose=False)
-            frames.append(metrics_table(scored, profile=profile.name, id_dataset=b.name, generator=generator,
-                                        loss=loss, seed=seed))
-    return pd.concat(frames, ignore_index=True)
+                scored = cached("scores", key, compute, verbose=False)
+                df = metrics_table(scored, profile=profile.name, id_dataset=b.name, generator=generator,
+                                   loss=loss, seed=seed)
+                df.insert(0, "test_set", kind)
+                frames.append(df)
+    return pipeline.mark_rows(profile, pd.concat(frames, ignore_index=True))
+
+
+def table4(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 4 from :func:`sd_as_test` rows: model × score AUROC on the SD test set and on its
+    control, one block of rows per test set."""
+    return pd.concat({TABLE4_SETS[kind]: report.score_table(df[df.test_set == kind], group="sd_test")
+                      for kind in TABLE4_SETS if (df.test_set == kind).any()}, names=["test set"])
 
 
 # ----------------------------------------------------------------------------- tables and their files
@@ -229,9 +298,14 @@ def _title(profile: Profile, what: str, command: str) -> str:
 
 
 def sd_tables(profile: Profile, S_values=SD_S, ws=SD_W) -> dict:
-    """Paper 3's Tables 2 and 3 (keys ``table2``, ``table3``); Table 3 at the middle w of ``ws``."""
+    """Paper 3's Tables 2 and 3 (keys ``table2``, ``table3``; Table 3 at the middle w of ``ws``
+    and the voting weight of :func:`voting_alpha`), the validation choice of that weight
+    (``voting_alpha``) and the claims' evidence rows (``sd_grid``, ``voting``)."""
     df = sd_grid(profile, S_values, ws)
-    return {"table2": sd_grid_table(df), "table3": sd_voting(df, profile, _table3_w(ws))}
+    alpha = voting_alpha(profile)
+    voting = voting_rows(profile, S_values, _table3_w(ws), alpha["alpha"])
+    return {"table2": sd_grid_table(df), "table3": sd_voting(voting, profile), "voting_alpha": alpha["validation"],
+            "sd_grid": df, "voting": voting}
 
 
 def _table3_w(ws) -> float:
@@ -247,29 +321,46 @@ def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=SD_S, ws=SD_
         "at timestep S (rows) and guidance w (columns).", command))
     report.write_table(tables["table3"], outdir, f"paper3_table3_voting{suffix}", _title(
         profile, f"Paper 3 Table 3: near-OOD AUROC of the SD three-head model (w = {w3:g}) with the distance "
-        "score alone and with voting (DOD), and the Fréchet distance of each S's outliers to the ID test images "
-        "(penultimate features of the CE classifier, seed 0; not Inception features).", command))
+        "score alone and with voting (DOD at the voting weight chosen on validation, `paper3_table3_alpha_val`), the "
+        "Fréchet distance of each S's outliers to the ID test images (penultimate features of the CE classifier; not "
+        "Inception features) and their regime check.", command))
+    report.write_table(tables["voting_alpha"], outdir, f"paper3_table3_alpha_val{suffix}",
+                       f"DOD's voting weight chosen on the validation splits (ID val vs near-OOD val; "
+                       f"`pipeline.choose_dod_alpha`) for the SD three-head model at S = {profile.sd.S}, "
+                       f"w = {profile.sd.w:g}, seed {profile.seeds[0]}: near-OOD AUROC (%); alpha = 0 is the distance "
+                       f"alone, the others are multiples {list(pipeline.DOD_ALPHA_MULTIPLIERS)} of the distance "
+                       f"term's ID-validation std / k. Command: `{command}`")
     return tables
 
 
-def write_sd_as_test(profile: Profile, runs, outdir, suffix: str, command: str = "") -> pd.DataFrame:
-    """Paper 3's Table 4 (``paper3_table4_sd_as_test<suffix>``): model × score AUROC against
-    SD outliers of the held-out ID test images."""
-    table = report.score_table(sd_as_test(profile, runs), group="sd_test")
+def write_sd_as_test(profile: Profile, runs, outdir, suffix: str, command: str = "") -> dict:
+    """Paper 3's Table 4 (``paper3_table4_sd_as_test<suffix>``): model × score AUROC against SD
+    outliers of the held-out ID test images and against the control (same images regenerated
+    toward their own class), and the regime check of both sets (``paper3_table4_regime<suffix>``).
+    Returns ``{"table4_table": table, "table4": tidy rows (the claims' evidence), "table4_regime": regimes}``."""
+    rows = sd_as_test(profile, runs)
+    table = table4(rows)
     report.write_table(table, outdir, f"paper3_table4_sd_as_test{suffix}", _title(
         profile, f"Paper 3 Table 4: AUROC of ID test vs SD outliers made from the ID test images (S = "
-        f"{profile.sd.S}, w = {profile.sd.w:g}; unseen by every model), model × score; empty: the score does "
-        "not apply.", command))
-    return table
+        f"{profile.sd.S}, w = {profile.sd.w:g}; unseen by every model), model × score, and vs the control: the same "
+        "images, noise and S denoised toward their own class (no semantic change; a score that flags the control "
+        "detects the generator, not semantics). Empty: the score does not apply.", command))
+    regimes = sd_test_regimes(profile)
+    report.write_table(regimes.round(3), outdir, f"paper3_table4_regime{suffix}", _title(
+        profile, "Regime check of Table 4's test sets, judged by the CE model (seed "
+        f"{profile.seeds[0]}): share leaving the source class, share on c_r, L2 moved vs the source's nearest "
+        "other ID training image, Fréchet distance to ID test (CE features) beside ID validation's.", command))
+    return {"table4_table": table, "table4": rows, "table4_regime": regimes}
 
 
 def paper1_tables(profile: Profile, metric_losses=METRIC_LOSSES) -> dict:
-    """Paper 1's table with its own scores (key ``paper``) and with k-NN for every loss (``knn``)."""
+    """Paper 1's table with its own scores (key ``paper``) and with k-NN for every loss (``knn``),
+    and the tidy rows they come from (``paper1``, the claims' evidence)."""
     runs = paper1_runs(metric_losses)
     df = pipeline.evaluate(profile, runs)
     losses = {loss for loss, _ in runs}
     return {"paper": paper1_table(df, {k: v for k, v in PAPER1_SCORE.items() if k in losses}),
-            "knn": paper1_table(df, {k: "knn" for k in PAPER1_SCORE if k in losses})}
+            "knn": paper1_table(df, {k: "knn" for k in PAPER1_SCORE if k in losses}), "paper1": df}
 
 
 def write_paper1(profile: Profile, outdir, suffix: str, metric_losses=METRIC_LOSSES, command: str = "") -> dict:
@@ -287,11 +378,16 @@ def write_paper1(profile: Profile, outdir, suffix: str, metric_losses=METRIC_LOS
 
 def oal_tables(profile: Profile, variants: dict = OAL_VARIANTS) -> dict:
     """Paper 2's tables: ``ablation`` (MICL / KD switched off, k-NN and MSP) and
-    ``pixel_vs_latent`` (OE with each outlier source, and OAL)."""
+    ``pixel_vs_latent_table`` (OE with each outlier source, and OAL), with the claims' evidence:
+    the tidy rows (``oal``, ``pixel_vs_latent``) and ``generator_cost`` (s / 1,000 outliers)."""
     df = oal_ablation(profile, variants)
     ablation = pd.concat({s: report.compact_table(df[df.score == s]).droplevel(["generator", "score"])
                           for s in ("knn", "msp")}, names=["score"])
-    return {"ablation": ablation, "pixel_vs_latent": pixel_vs_latent(profile)}
+    pvl = pipeline.evaluate(profile, [("oe", g) for g in ("sd", "mixup", "latent")] + [("oal", "latent")])
+    costs = pipeline.outlier_diagnostics(profile, seed=profile.seeds[0])
+    cost = {g: c for g, c in zip(costs.set, costs.seconds_per_1000) if g in ("sd", "mixup", "latent")}
+    return {"ablation": ablation, "pixel_vs_latent_table": pixel_vs_latent(profile, df=pvl, costs=costs), "oal": df,
+            "pixel_vs_latent": pvl[pvl.loss == "oe"], "generator_cost": cost}
 
 
 def write_oal_tables(profile: Profile, outdir, suffix: str, variants: dict = OAL_VARIANTS, command: str = "") -> dict:
@@ -300,7 +396,7 @@ def write_oal_tables(profile: Profile, outdir, suffix: str, variants: dict = OAL
     report.write_table(tables["ablation"], outdir, f"paper2_oal_ablation{suffix}", _title(
         profile, "Paper 2: OAL (latent outliers) with its mutual-information term (MICL) and its distillation "
         "(KD) switched off; near/far = mean over the near/far-OOD test sets.", command))
-    report.write_table(tables["pixel_vs_latent"], outdir, f"paper2_pixel_vs_latent{suffix}", _title(
+    report.write_table(tables["pixel_vs_latent_table"], outdir, f"paper2_pixel_vs_latent{suffix}", _title(
         profile, "Paper 2: outlier exposure with pixel-space outliers (SD, label-mixup from the pixel DDPM) and "
         "latent-space outliers (latent DDPM), and OAL, score k-NN; generation cost measured on the machine that "
         "made the outliers.", command))
@@ -321,115 +417,31 @@ def settings(profile: Profile, full: bool, seed: int = 0) -> dict:
 
 
 # ----------------------------------------------------------------------------- reading
-def _mean(cell) -> float:
-    """The mean of a ``report.mean_std`` cell ("98.6 ± 0.3" or "98.6"); NaN when empty."""
-    text = str(cell).split("±")[0].replace(",", "").strip()
-    return float(text) if text else float("nan")
+def claim_checks(evidence: dict) -> pd.DataFrame:
+    """The claims table: every rule of :data:`ood_lib.claims.REGISTRY` (old versions too, with
+    their own verdicts) judged on per-seed tidy rows. ``evidence``'s keys and columns are in
+    :mod:`ood_lib.claims`; the rounded tables above are for reading, not for judging."""
+    from . import claims
+
+    return claims.judge_all(evidence)
 
 
-def _std(cell) -> float:
-    """The std of a ``report.mean_std`` cell; 0 for a single-seed cell ("98.6")."""
-    parts = str(cell).split("±")
-    return float(parts[1].strip()) if len(parts) > 1 else 0.0
+def evidence(tables: dict) -> dict:
+    """The claims' evidence (per-seed tidy rows, ``ood_lib.claims.KEYS``) among the merged outputs
+    of the ``*_tables`` / ``write_*`` functions; the rest are tables for reading."""
+    from . import claims
 
-
-def _above(a, b) -> bool:
-    """Whether cell ``a``'s mean exceeds cell ``b``'s by more than the larger of their seed
-    stds: a gap inside the seed-to-seed spread does not count as a difference."""
-    return round(_mean(a) - _mean(b), 6) > max(_std(a), _std(b))   # rounded: cells hold one decimal
-
-
-# An AUROC (%) below this is "near chance" in the Table 4 claim check.
-NEAR_CHANCE = 60.0
-
-
-def _verdict(flags: list) -> str:
-    return "yes" if all(flags) else ("no" if not any(flags) else "partly")
-
-
-def claim_checks(tables: dict) -> pd.DataFrame:
-    """Each paper claim against this run's tables (the ``*_tables`` outputs merged into one
-    dict: keys paper, pixel_vs_latent, ablation, table2, table3, table4): whether it holds
-    here ("yes", "partly", "no") and the numbers that decide it (near-OOD AUROC, %). It reads
-    the same rounded cells a reader sees, and a gap counts only when it exceeds the seeds'
-    spread (:func:`_above`), so a verdict never rests on a difference the tables do not show."""
-    rows = []
-
-    def add(paper, claim, flags, evidence):
-        rows.append({"paper": paper, "claim": claim, "holds here": _verdict(flags) if flags else "not run",
-                     "evidence (near-OOD AUROC, %)": evidence})
-
-    p1 = tables.get("paper")
-    if p1 is not None:
-        soft = _mean(p1.loc["softmax (CE / OE)", "near AUROC, no outliers"])
-        metric = [f for f in p1.index if f != "softmax (CE / OE)"]
-        vals = {f: _mean(p1.loc[f, "near AUROC, no outliers"]) for f in metric}
-        soft_cell = p1.loc["softmax (CE / OE)", "near AUROC, no outliers"]
-        add("paper 1", PAPERS["paper 1"]["claims"][0],
-            [_above(p1.loc[f, "near AUROC, no outliers"], soft_cell) for f in metric],
-            f"softmax {soft:.1f}; " + ", ".join(f"{f} {v:.1f}" for f, v in vals.items()))
-        changes = {f: _mean(p1.loc[f, "near AUROC change"]) for f in p1.index}
-        add("paper 1", PAPERS["paper 1"]["claims"][1], [c > 0 for c in changes.values()],
-            "change with label-mixup outliers: " + ", ".join(f"{f} {c:+.1f}" for f, c in changes.items()))
-    pvl = tables.get("pixel_vs_latent")
-    if pvl is not None:
-        oe = pvl.xs("oe", level="loss")
-        lat, pix = _mean(oe.loc["latent", "near AUROC"]), {g: _mean(oe.loc[g, "near AUROC"]) for g in ("sd", "mixup")}
-        cost = {g: _mean(oe.loc[g, "s / 1,000 outliers"]) for g in ("sd", "mixup", "latent")}
-        add("paper 2", PAPERS["paper 2"]["claims"][0],
-            [_above(oe.loc["latent", "near AUROC"], oe.loc[g, "near AUROC"]) for g in pix]
-            + [cost["latent"] < cost[g] for g in ("sd", "mixup")],
-            f"OE + latent {lat:.1f} vs " + ", ".join(f"OE + {g} {v:.1f}" for g, v in pix.items())
-            + "; s / 1,000 outliers: " + ", ".join(f"{g} {c:,.0f}" for g, c in cost.items()))
-    abl = tables.get("ablation")
-    if abl is not None and len(abl.xs("knn", level="score")) > 1:
-        knn = abl.xs("knn", level="score")
-        full = _mean(knn.loc["OAL (MICL + KD)", "near AUROC"])
-        ablated = [v for v in ("no MICL", "no KD") if v in knn.index]
-        others = {v: _mean(knn.loc[v, "near AUROC"]) for v in ablated}
-        acc = {v: _mean(knn.loc[v, "ID acc"]) for v in ("OAL (MICL + KD)", "no KD") if v in knn.index}
-        add("paper 2", PAPERS["paper 2"]["claims"][1],
-            [_above(knn.loc["OAL (MICL + KD)", "near AUROC"], knn.loc[v, "near AUROC"]) for v in ablated]
-            + ([not _above(knn.loc["no KD", "ID acc"], knn.loc["OAL (MICL + KD)", "ID acc"])] if "no KD" in acc else []),
-            f"k-NN: OAL {full:.1f}, " + ", ".join(f"{k} {v:.1f}" for k, v in others.items())
-            + "; ID acc " + ", ".join(f"{k} {v:.1f}" for k, v in acc.items()))
-    t2 = tables.get("table2")
-    if t2 is not None and len(t2) > 1:
-        best = {c: t2[c].map(_mean).idxmax() for c in t2.columns}
-        top = max(t2.index)
-        add("paper 3", PAPERS["paper 3"]["claims"][0], [S < top and _above(t2.loc[S, c], t2.loc[top, c])
-                                                        for c, S in best.items()],
-            "best S per w: " + ", ".join(f"{c}: S = {S} ({t2.loc[S, c]}; S = {top}: {t2.loc[top, c]})"
-                                         for c, S in best.items()))
-    t3 = tables.get("table3")
-    if t3 is not None:
-        dist, dod = t3.iloc[:, 0].map(_mean), t3.iloc[:, 1].map(_mean)
-        add("paper 3", PAPERS["paper 3"]["claims"][1], [_above(v, d) for d, v in zip(t3.iloc[:, 0], t3.iloc[:, 1])],
-            ", ".join(f"S = {S}: {d:.1f} → {v:.1f}" for S, d, v in zip(t3.index, dist, dod)))
-    t4 = tables.get("table4")
-    if t4 is not None:
-        best = t4.apply(lambda r: max((_mean(v) for v in r if str(v)), default=float("nan")), axis=1)
-        gen = best.index.get_level_values("generator")
-        groups = {"no outliers": best[gen == "none"], "other outliers": best[(gen != "none") & (gen != "sd")],
-                  "SD outliers": best[gen == "sd"]}
-        # Broken: every model trained without any outliers is near chance, and no model trained
-        # with other outliers reaches the best model trained with SD outliers.
-        flags = [v < NEAR_CHANCE for v in groups["no outliers"]]
-        if len(groups["other outliers"]) and len(groups["SD outliers"]):
-            flags.append(groups["other outliers"].max() < groups["SD outliers"].max())
-        add("paper 3", PAPERS["paper 3"]["claims"][2], flags,
-            "best score per model, trained with " + "; ".join(
-                f"{name} {g.min():.1f}–{g.max():.1f}" for name, g in groups.items() if len(g)))
-    return pd.DataFrame(rows)
+    return {k: v for k, v in tables.items() if k in claims.KEYS}
 
 
 def write_claims(tables: dict, profile: Profile, outdir, suffix: str, command: str = "") -> pd.DataFrame:
-    """Writes :func:`claim_checks` of ``tables`` (``paper_claims<suffix>``) and returns it."""
-    claims = claim_checks(tables)
-    report.write_table(claims.set_index(["paper", "claim"]), outdir, f"paper_claims{suffix}",
-                       f"The papers' claims on profile `{profile.name}` (seeds {list(profile.seeds)}). "
-                       f"Command: `{command}`")
-    return claims
+    """Writes :func:`claim_checks` of the evidence among ``tables`` (``paper_claims<suffix>``) and returns it."""
+    from . import claims
+
+    return claims.write(evidence(tables), outdir, f"paper_claims{suffix}",
+                        f"The papers' claims on profile `{profile.name}` (seeds {list(profile.seeds)}), each judged by "
+                        "a rule with a stable id (ood_lib/claims.py); superseded rules stay with their own verdicts. "
+                        f"Effect and spread: AUROC points of the weakest comparison. Command: `{command}`")
 
 
 def papers_table() -> pd.DataFrame:

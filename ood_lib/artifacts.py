@@ -1,12 +1,22 @@
-"""Content-addressed artefact store: every stage caches its output by config hash.
+"""Content-addressed artefact store: every stage caches its output under a key derived from
+what it reads.
 
-Layout: ``<cache>/<stage>/<hash>/artifact.pt`` plus ``config.json`` beside it, and a
-``work/`` folder for resumable checkpoints while the stage runs. The artefact file is
-written to a temporary name and renamed into place, so a file that exists is complete.
+Layout: ``<cache>/<stage>/<hash>/artifact.pt`` plus ``config.json`` (the key) beside it, and a
+``work/`` folder for resumable checkpoints while the stage runs. Every file written by
+:func:`atomic_save` (artefacts and checkpoints) gets a ``<name>.sha256`` sidecar and is
+written to a temporary name and renamed into place, so a file that exists is complete, and
+:func:`safe_load` refuses one whose bytes changed since (a damaged disk, a partial copy).
 The cache root is ``$OOD_CACHE`` or ``<repo>/.cache`` (ignored by git).
+
+A stage's key comes from one mechanism, :func:`stage_key`: its declared :class:`Stage`
+(name, version, the profile fields it reads), the keys of its inputs and the fingerprint of
+the data splits it reads. Bump a stage's ``version`` when its behaviour changes, so old
+artefacts are not reused.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -29,38 +39,122 @@ def stage_dir(stage: str, config) -> Path:
     return cache_root() / stage / config_hash(config)
 
 
+# ------------------------------------------------------------------------------ integrity
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to ``path`` via a temporary file and an atomic rename."""
+    """torch.save to ``path`` via a temporary file and an atomic rename, with its SHA-256
+    written beside it (``<name>.sha256``) before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
+    digest = file_sha256(tmp)
+    sums = _checksum_path(path)
+    tmp_sums = sums.with_name(f".{sums.name}.{os.getpid()}.tmp")
+    tmp_sums.write_text(digest + "\n")
+    os.replace(tmp_sums, sums)
     os.replace(tmp, path)
 
 
 def safe_load(path: Path) -> Any:
+    """Load a file written by :func:`atomic_save` after checking its SHA-256; a missing or
+    different checksum, or a file torch cannot read, stops with what to delete."""
+    path = Path(path)
+    fix = f"delete {path.parent} (the stage recomputes it) and run again"
+    sums = _checksum_path(path)
+    if not sums.exists():
+        raise RuntimeError(f"artefact {path} has no checksum file {sums.name}: it was written by an older "
+                           f"version or not completely; {fix}.")
+    expected, actual = sums.read_text().strip(), file_sha256(path)
+    if expected != actual:
+        raise RuntimeError(f"artefact {path} is damaged: its SHA-256 is {actual[:16]}…, "
+                           f"{sums.name} says {expected[:16]}…; {fix}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, pickle mismatch, ...
-        raise RuntimeError(
-            f"cannot read artefact {path} ({type(err).__name__}: {err}). It is corrupt or "
-            f"was written by an incompatible version: delete {path.parent} and run again."
-        ) from err
+    except Exception as err:  # pickle mismatch, ...
+        raise RuntimeError(f"cannot read artefact {path} ({type(err).__name__}: {err}); it was written by an "
+                           f"incompatible version: {fix}.") from err
 
 
-def cached(stage: str, config, compute: Callable[[Path], Any], *, verbose: bool = True) -> Any:
-    """Load the artefact of ``stage`` for ``config``, or compute and store it.
+# ------------------------------------------------------------------------------ stage keys
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A cached stage: ``reads`` lists the profile fields its own computation reads, as
+    ``"section"`` (every field of ``profile.section``) or ``"section.field"``; the fields its
+    inputs read enter through their keys. ``version``: bump when the stage's behaviour
+    changes (a bug fix, a new default inside the code), so no stale artefact is reused."""
+
+    name: str
+    version: int
+    reads: tuple = ()
+
+
+def read_fields(profile, reads) -> dict:
+    """``{"section.field" or "section": value}`` for the declared ``reads`` of ``profile``."""
+    values = {}
+    for path in reads:
+        obj = profile
+        for part in path.split("."):
+            obj = getattr(obj, part)   # AttributeError names a bad declaration
+        values[path] = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    return json.loads(json.dumps(values, default=str))
+
+
+def stage_key(stage: Stage, profile=None, *, inputs: dict | None = None, data: dict | None = None, **extra) -> dict:
+    """The cache key of ``stage``: its name and version, the values of the fields it reads,
+    the keys of its ``inputs`` (``{role: key}``), the ``data`` fingerprints of the splits it
+    reads and any ``extra`` arguments of the call (a seed, a loss, a split)."""
+    key = {"stage": stage.name, "version": stage.version}
+    if stage.reads:
+        key["reads"] = read_fields(profile, stage.reads)
+    if inputs:
+        key["inputs"] = {role: config_hash(k) for role, k in inputs.items()}
+    if data:
+        key["data"] = data
+    key.update(extra)
+    return key
+
+
+def tensor_fingerprint(*tensors) -> str:
+    """16-hex-digit SHA-256 of tensors' shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ the store
+def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbose: bool = True) -> Any:
+    """Load the artefact of ``stage`` for ``config`` (its key), or compute and store it.
 
     ``compute(workdir)`` gets a folder for resumable checkpoints (kept if it is
     interrupted, removed once the artefact is stored) and returns a torch-saveable object
     of tensors, numbers, strings, lists and dicts.
     """
-    folder = stage_dir(stage, config)
+    name = stage.name if isinstance(stage, Stage) else stage
+    folder = stage_dir(name, config)
     path = folder / "artifact.pt"
     if path.exists():
+        art = safe_load(path)
         if verbose:
-            print(f"[{stage}] loaded cached artefact {folder.name}")
-        return safe_load(path)
+            print(f"[{name}] loaded cached artefact {folder.name} (checksum verified)")
+        return art
     workdir = folder / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
@@ -69,6 +163,5 @@ def cached(stage: str, config, compute: Callable[[Path], Any], *, verbose: bool 
     atomic_save(result, path)
     shutil.rmtree(workdir, ignore_errors=True)
     if verbose:
-        print(f"[{stage}] computed and cached {folder.name} "
-              f"in {time.perf_counter() - start:.0f} s")
+        print(f"[{name}] computed and cached {folder.name} in {time.perf_counter() - start:.0f} s")
     return result

@@ -68,9 +68,9 @@ class DDPMConfig:
 class SDConfig:
     """Semantic-discrepant outliers (paper 3): diffuse to step S, denoise toward c_r != y."""
 
-    S: int = 100                       # S, w chosen on the validation split (results/digits/sweep_*.md)
-    w: float = 1.0
-    stride: int = 20                   # DDIM stride in DDPM timesteps
+    S: int = 400                       # S, w chosen on the validation split (results/digits/sd_sweep_val.md:
+    w: float = 3.0                     # regime screen, then pipeline.choose_sd_setting)
+    stride: int = 50                   # DDIM stride in DDPM timesteps
     clip_sample: bool = False          # clip DDIM's x_0 prediction (breaks guidance, see diffusion.py)
     labels: str = "true"               # "true" labels or "pseudo" (k-means clusters, unlabelled setting)
     n_outliers: int = 1200
@@ -145,12 +145,27 @@ class ClassifierConfig:
     outlier_batch_size: int = 64
     oe_lambda: float = 0.5             # weight of KL(uniform || p) on outliers (OE, metric losses)
     energy_lambda: float = 0.1         # energy-bounded OE: weight and margins (Liu et al. 2020)
-    m_in: float = -25.0
+    energy_margins: str = "from_ce"    # "from_ce": quantiles of a CE model's ID training energies
+                                       # (losses.energy_margins); "fixed": m_in / m_out below
+    energy_margin_quantiles: tuple = (0.5, 0.95)  # "from_ce": (q_in, q_out) -> m_in, m_out
+    m_in: float = -25.0                # "fixed" only: Liu et al.'s CIFAR-10 fine-tuning constants
     m_out: float = -7.0
     embedding_size: int = 128          # metric-learning embedding
+    supcon_oe: str = "probe"           # supcon's OE term trains: "probe" (proxies only, embeddings
+                                       # detached) or "joint" (also the backbone; collapses, see MetricLoss)
     sd_lambda: float = 1.0             # SD three-head loss: weight of the out-head
-    micl_weight: float = 0.1           # OAL: weight of the CLUB mutual-information term (MICL)
-    kd_weight: float = 1.0             # OAL: weight of distillation from the CE teacher
+    # OAL as its authors train it (loss "oal"; HengGao12/OAL openood/trainers/oal_trainer.py)
+    oal_teacher: str = "ce"            # both OAL losses: the loss whose model (same profile, seed) teaches;
+                                       # the official teacher is a ViT-B/16, not available offline here
+    oal_micl_weight: float = 0.2       # CLUB term on diffusion latents (official 0.2; 0.1 is its k-NN term)
+    oal_kd_logit_weight: float = 4.0   # KL(teacher softmax || student softmax), T = 1
+    oal_kd_feature_weight: float = 8.0  # KL(softmax(projected teacher features) || softmax(features)), T = 1
+    oal_oe_lambda: float = 0.0         # OE on the decoded outliers; not in the official recipe (0 = off)
+    oal_club_lr_scale: float = 0.02    # CLUB layers' lr / lr (official 1e-4 / 5e-3)
+    oal_projection_lr_scale: float = 2.0  # teacher-feature projection's lr / lr (official 0.01 / 5e-3)
+    # this library's variant (loss "oal_source_paired"): CE + OE + source-paired MICL + Hinton KD
+    micl_weight: float = 0.1           # CLUB term between each outlier's source image and its latent
+    kd_weight: float = 1.0             # Hinton KD (logits KL at kd_temperature + feature MSE)
     kd_temperature: float = 4.0
     augment: bool = added_later(False)     # random crop (4-pixel zero padding) + horizontal flip (CIFAR)
 
@@ -164,16 +179,20 @@ class ScoreConfig:
     odin_epsilon: float = 0.0014       # perturbation size, in units of images in [0, 1]
     vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
     dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
-    dod_alpha: float = 0.01            # DOD: weight of the voting term (validation: results/digits/dod_alpha_val.md)
+    dod_alpha: float = 0.00493         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
 
 
 # Fields of ClassifierConfig that only some loss families read.
 LOSS_FIELDS = {
     "oe": ("oe_lambda", "outlier_batch_size"),
-    "energy_oe": ("energy_lambda", "m_in", "m_out", "outlier_batch_size"),
-    "metric": ("embedding_size", "oe_lambda", "outlier_batch_size"),
+    "energy_oe": ("energy_lambda", "energy_margins", "energy_margin_quantiles", "m_in", "m_out",
+                  "outlier_batch_size"),   # "from_ce": the key also needs the CE model's key
+    "metric": ("embedding_size", "oe_lambda", "outlier_batch_size", "supcon_oe"),   # supcon_oe: supcon only
     "sd_three_head": ("sd_lambda", "outlier_batch_size"),
-    "oal": ("oe_lambda", "micl_weight", "kd_weight", "kd_temperature", "outlier_batch_size"),
+    "oal": ("oal_teacher", "oal_micl_weight", "oal_kd_logit_weight", "oal_kd_feature_weight", "oal_oe_lambda",
+            "oal_club_lr_scale", "oal_projection_lr_scale"),   # one outlier embedding per ID image: no outlier_batch_size
+    "oal_source_paired": ("oal_teacher", "oe_lambda", "micl_weight", "kd_weight", "kd_temperature",
+                          "outlier_batch_size"),
 }
 
 

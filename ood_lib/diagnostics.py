@@ -143,3 +143,41 @@ def per_thousand(total: float, n: int) -> float:
     if n <= 0:
         raise ValueError(f"per_thousand: n must be > 0 (number of items), got {n}")
     return float(total) * 1000.0 / n
+
+
+# A setting whose outliers mostly keep their source's class is a copy of ID data, not an outlier set.
+COPY_REGIME_BELOW = 0.25
+
+
+def sd_regime(pred: torch.Tensor, y_source: torch.Tensor, y_target: torch.Tensor | None, x_out: torch.Tensor,
+              x_source: torch.Tensor, source_to_nearest_other: torch.Tensor, frechet: float,
+              frechet_reference: float) -> dict:
+    """The regime check of an SD outlier set (paper 3's premise: nuisances kept, semantics changed).
+
+    ``pred``: a judge classifier's class for each outlier; ``y_source`` / ``y_target``: the
+    source image's class and the guidance class c_r; ``x_out`` / ``x_source``: outliers and their
+    source images; ``source_to_nearest_other``: each source's distance to its nearest *other*
+    ID training image; ``frechet``: the set's Fréchet distance to ID test, beside
+    ``frechet_reference`` (ID validation's). ``copy_regime`` is True when fewer than
+    :data:`COPY_REGIME_BELOW` of the outliers leave their source class: such a set is the
+    training images regenerated, and outlier exposure on it trains the model to be unsure
+    of its own ID data.
+    """
+    left = (pred != y_source).float().mean().item()
+    to_target = (pred == y_target).float().mean().item() if y_target is not None else float("nan")
+    l2 = (x_out - x_source).flatten(1).norm(dim=1).double()
+    return {"n": len(pred), "left_source": left, "to_target": to_target, "l2_to_source": l2.mean().item(),
+            "l2_source_to_nearest_other": source_to_nearest_other.double().mean().item(),
+            "frechet": frechet, "frechet_id_val": frechet_reference, "copy_regime": left < COPY_REGIME_BELOW}
+
+
+def regime_text(regime: dict, short: bool = False) -> str:
+    """One line for tables (``short``) and logs: how many SD outliers left their class, how far
+    they moved, their Fréchet distance, and "COPY REGIME" when under a quarter left."""
+    mark = " — COPY REGIME" if regime["copy_regime"] else ""
+    if short:
+        return f"{100 * regime['left_source']:.0f} % left source, {100 * regime['to_target']:.0f} % to c_r{mark}"
+    text = (f"{100 * regime['left_source']:.0f} % left source class, {100 * regime['to_target']:.0f} % to c_r; "
+            f"L2 to source {regime['l2_to_source']:.2f} vs nearest other ID {regime['l2_source_to_nearest_other']:.2f}; "
+            f"Fréchet {regime['frechet']:.3f} (ID val {regime['frechet_id_val']:.3f})")
+    return text + mark

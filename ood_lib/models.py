@@ -301,14 +301,32 @@ class MetricNet(nn.Module):
         return self.head(self.features(x))
 
 
-class OALNet(nn.Module):
-    """A softmax classifier plus the CLUB estimator OAL's MICL term trains beside it
-    (``club`` maps the classifier's features to a Gaussian over outlier embeddings)."""
+class FeatureProjection(nn.Module):
+    """Maps a teacher's penultimate features to the student's width for OAL's feature
+    distillation: BatchNorm -> Linear -> ReLU -> BatchNorm, the layout of the official ``DT``
+    module (HengGao12/OAL ``openood/networks/kd_model.py``, there 768-d ViT features to 512-d
+    ResNet-18 features). It trains with the student and is stored in :class:`OALNet`."""
 
-    def __init__(self, backbone: nn.Module, club: nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.BatchNorm1d(in_dim), nn.Linear(in_dim, out_dim), nn.ReLU(),
+                                 nn.BatchNorm1d(out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class OALNet(nn.Module):
+    """A softmax classifier plus what an OAL loss trains beside it: ``club``, the CLUB
+    estimator of the MICL term, and for the official recipe (loss ``"oal"``) ``projection``,
+    the :class:`FeatureProjection` of the teacher's features (``None`` when there is none).
+    Prediction and scores use the backbone only (``features``, ``head``)."""
+
+    def __init__(self, backbone: nn.Module, club: nn.Module, projection: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.club = club
+        self.projection = projection
         self.feature_dim = backbone.feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

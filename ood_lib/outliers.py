@@ -99,11 +99,14 @@ def semantic_discrepant(unet: UNet2DModel, x0: torch.Tensor, y: torch.Tensor, n_
     """SD outliers from images ``x0`` in [0, 1] with labels ``y``.
 
     Returns ``{"x": outliers in [0, 1], "y_source": y, "y_target": c_r}``. ``S=0`` returns
-    the inputs unchanged. ``target`` overrides the random c_r (for tests and figures).
+    the inputs unchanged. ``target`` overrides the random c_r (tests, figures and Table 4's
+    control, ``target=y``); the noise is the same as without it, so the two are paired.
     """
     g = torch.Generator().manual_seed(seed)
     y = y.long()
-    c_r = other_class(y, n_classes, g) if target is None else target.long()
+    c_r = other_class(y, n_classes, g)            # drawn even when overridden: the noise stays paired
+    if target is not None:
+        c_r = target.long()
     noise = torch.randn(x0.shape, generator=g)
     if S == 0:
         return {"x": x0.clone(), "y_source": y.clone(), "y_target": c_r}

@@ -6,6 +6,7 @@ data -> ddpm -----------> sd_outliers, mixup_outliers --+
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from functools import lru_cache
@@ -14,22 +15,24 @@ import pandas as pd
 import torch
 
 from . import evaluation
-from .artifacts import cached
+from .artifacts import Stage, cached, stage_key, tensor_fingerprint
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
-from .config import LOSS_FIELDS, Profile, override, to_dict
+from .config import LOSS_FIELDS, ClassifierConfig, Profile, override
 from .data import Benchmark, load_benchmark
-from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand
+from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand, regime_text, sd_regime as _regime
 from .diffusion import load_unet, sample, to_model_space, train_ddpm
 from .metrics import auroc, id_accuracy
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers, semantic_discrepant)
 from .scores import SCORES, msp
-from .train import LOSSES, NEEDS_OUTLIERS, load_classifier, loss_family, train_classifier
+from .train import (LOSSES, NEEDS_OUTLIERS, OAL_LOSSES, load_classifier, loss_family, needs_teacher, oal_teacher,
+                    train_classifier)
 
 # The outlier source a loss trains with unless told otherwise.
 DEFAULT_GENERATOR = {"ce": "none", "oe": "sd", "energy_oe": "sd", "sd_three_head": "sd", "oal": "latent",
+                     "oal_source_paired": "latent",
                      "arcface": "none", "cosface": "none", "supcon": "none", "proxyanchor": "none"}
 OUTLIER_SOURCES = ("none", *GENERATORS)
 LABEL_SOURCES = ("true", "pseudo")
@@ -46,6 +49,51 @@ def _benchmark(data_cfg) -> Benchmark:
     return load_benchmark(data_cfg)
 
 
+# ------------------------------------------------------------------------------ stage keys
+# Every cached stage, the profile fields its own computation reads and its version (bump the
+# version when the stage's behaviour changes). A key also holds the keys of the stage's inputs
+# and the fingerprint of the data splits it reads (``artifacts.stage_key``).
+_CLF_COMMON = tuple(f"clf.{f.name}" for f in dataclasses.fields(ClassifierConfig)
+                    if f.name not in {x for fields in LOSS_FIELDS.values() for x in fields})
+STAGES = {s.name: s for s in (
+    Stage("autoencoder", 1, ("autoencoder",)),
+    Stage("pseudo_labels", 1, ("sd.seed",)),                   # k-means seed
+    Stage("ddpm", 1, ("ddpm",)),
+    Stage("latent_ddpm", 1, ("latent_ddpm",)),
+    Stage("sd_outliers", 1, ("sd",)),
+    Stage("mixup_outliers", 1, ("mixup",)),
+    Stage("latent_outliers", 1, ("latent",)),
+    Stage("classifier", 1, _CLF_COMMON),                       # plus the fields its loss reads (LOSS_FIELDS)
+    Stage("scores", 1, ("scores",)),
+    Stage("conditional_accuracy", 1, ("mixup.stride", "sd.clip_sample")),
+    Stage("sd_regime_screen", 2, ("sd.S", "sd.w", "sd.stride", "sd.clip_sample", "sd.seed")),
+    Stage("sd_regime", 2, ("sd",)),                            # v2: reference Fréchet at the set's n
+    Stage("sd_test_outliers", 1, ("sd",)),
+)}
+
+
+def data_fingerprint(profile: Profile, *splits: str) -> dict:
+    """What a stage reads of the data: for each split (``id_train``, ``id_val``, ``id_test``,
+    ``ood_val``, ``ood_test``) every set's name, group, source and a content fingerprint, and
+    the optional sets that were not found (their absence changes a suite)."""
+    return {split: _fingerprints(profile.data)[split] for split in splits}
+
+
+@lru_cache(maxsize=4)
+def _fingerprints(data_cfg) -> dict:
+    b = _benchmark(data_cfg)
+
+    def one(s):
+        return {"name": s.name, "group": s.group, "n": len(s), "source": str(b.sources.get(s.name, "")),
+                "content": tensor_fingerprint(s.x, s.y)}
+
+    out = {split: one(getattr(b, split)) for split in ("id_train", "id_val", "id_test")}
+    for split in ("ood_val", "ood_test"):
+        out[split] = {"sets": {k: one(v) for k, v in sorted(getattr(b, split).items())},
+                      "skipped": sorted(b.skipped)}
+    return out
+
+
 def _timed(compute):
     """Wrap a stage's compute so its artefact records the seconds it took."""
     def run(workdir):
@@ -58,7 +106,7 @@ def _timed(compute):
 
 # ------------------------------------------------------------------ autoencoder, pseudo labels
 def autoencoder_key(profile: Profile) -> dict:
-    return {"data": to_dict(profile.data), "autoencoder": to_dict(profile.autoencoder)}
+    return stage_key(STAGES["autoencoder"], profile, data=data_fingerprint(profile, "id_train"))
 
 
 def autoencoder_artifact(profile: Profile) -> dict:
@@ -81,7 +129,6 @@ def pseudo_labels(profile: Profile) -> dict:
     of the ID training images. Returns ``{"labels", "purity", "matched_accuracy"}``; the
     true labels are used only to report the clusters' quality."""
     b = benchmark(profile)
-    key = {"autoencoder": autoencoder_key(profile), "n_clusters": b.n_classes, "seed": profile.sd.seed}
 
     def compute(_):
         feats = encode(autoencoder(profile), b.id_train.x).flatten(1)
@@ -89,7 +136,12 @@ def pseudo_labels(profile: Profile) -> dict:
         return {"labels": labels, "purity": cluster_purity(labels, b.id_train.y),
                 "matched_accuracy": matched_accuracy(labels, b.id_train.y)}
 
-    return cached("pseudo_labels", key, compute)
+    return cached("pseudo_labels", pseudo_labels_key(profile), compute)
+
+
+def pseudo_labels_key(profile: Profile) -> dict:
+    return stage_key(STAGES["pseudo_labels"], profile, inputs={"autoencoder": autoencoder_key(profile)},
+                     data=data_fingerprint(profile, "id_train"))
 
 
 def train_labels(profile: Profile, labels: str = "true") -> torch.Tensor:
@@ -101,10 +153,10 @@ def train_labels(profile: Profile, labels: str = "true") -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ diffusion
 def ddpm_key(profile: Profile, labels: str = "true") -> dict:
-    key = {"data": to_dict(profile.data), "ddpm": to_dict(profile.ddpm)}
-    if labels != "true":
-        key["labels"] = {"source": labels, "autoencoder": autoencoder_key(profile)}
-    return key
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {labels!r}; valid: {LABEL_SOURCES}")
+    inputs = {"pseudo_labels": pseudo_labels_key(profile)} if labels == "pseudo" else {}
+    return stage_key(STAGES["ddpm"], profile, inputs=inputs, data=data_fingerprint(profile, "id_train"), labels=labels)
 
 
 def ddpm(profile: Profile, labels: str = "true") -> dict:
@@ -116,7 +168,8 @@ def ddpm(profile: Profile, labels: str = "true") -> dict:
 
 
 def latent_ddpm_key(profile: Profile) -> dict:
-    return {"autoencoder": autoencoder_key(profile), "latent_ddpm": to_dict(profile.latent_ddpm)}
+    return stage_key(STAGES["latent_ddpm"], profile, inputs={"autoencoder": autoencoder_key(profile)},
+                     data=data_fingerprint(profile, "id_train"))
 
 
 def latent_ddpm(profile: Profile) -> dict:
@@ -152,26 +205,75 @@ def _generate(make, unet) -> OutlierSet:
 
 
 def sd_key(profile: Profile) -> dict:
-    return {"ddpm": ddpm_key(profile, profile.sd.labels), "sd": to_dict(profile.sd)}
+    return stage_key(STAGES["sd_outliers"], profile, inputs={"ddpm": ddpm_key(profile, profile.sd.labels)},
+                     data=data_fingerprint(profile, "id_train"))
 
 
-def sd_outliers(profile: Profile) -> OutlierSet:
+def sd_outliers(profile: Profile, check: bool = False) -> OutlierSet:
     """SD outliers from the ID training split (:func:`ood_lib.outliers.semantic_discrepant`),
-    conditioned on true or pseudo labels (``profile.sd.labels``)."""
+    conditioned on true or pseudo labels (``profile.sd.labels``). When the set is made, or with
+    ``check``, it prints the set's regime check (:func:`sd_regime`; trains the CE judge if needed)."""
     b = benchmark(profile)
+    made = []
 
     def compute(_):
         unet = load_unet(ddpm(profile, profile.sd.labels))
         y = train_labels(profile, profile.sd.labels)
         out = _generate(lambda: make_sd_outliers(unet, b.id_train.x, y, b.n_classes, profile.sd), unet)
         out.params["labels"] = profile.sd.labels
+        made.append(True)
         return out.to_dict()
 
-    return OutlierSet.from_dict(cached("sd_outliers", sd_key(profile), compute))
+    out = OutlierSet.from_dict(cached("sd_outliers", sd_key(profile), compute))
+    if check or made:
+        print(f"[sd_outliers] S={profile.sd.S}, w={profile.sd.w:g}: {regime_text(sd_regime(profile))}")
+    return out
+
+
+def regime_of(profile: Profile, x_out, y_source, y_target, x_source, source_index=None, seed: int | None = None) -> dict:
+    """:func:`ood_lib.diagnostics.sd_regime` of any SD outlier set, judged by the profile's CE
+    classifier (seed ``profile.seeds[0]``): class verdicts, distance moved against the
+    source's nearest other ID training image (``source_index``: the sources' own indices in the
+    training split, excluded from that search), Fréchet distance to ID test (penultimate features)
+    beside that of as many ID validation images (all of them when the set is larger)."""
+    b = benchmark(profile)
+    seed = profile.seeds[0] if seed is None else seed
+    judge = load_classifier(classifier(profile, "ce", seed))
+    logits, feats = predict(judge, x_out)
+    ref = predict(judge, b.id_test.x)[1]
+    # each source's nearest *other* training image (``source_index``: the source itself, excluded)
+    d = torch.cdist(x_source.flatten(1).double(), b.id_train.x.flatten(1).double(),
+                    compute_mode="donot_use_mm_for_euclid_dist")
+    if source_index is not None:
+        d[torch.arange(len(d)), source_index] = float("inf")
+    # the reference: ID val images, as many as there are outliers (a Fréchet distance on n samples
+    # is biased upward as n shrinks, so set and reference are compared at the same n where possible)
+    val = b.id_val.x[torch.randperm(len(b.id_val.x), generator=torch.Generator().manual_seed(0))[:len(x_out)]]
+    return _regime(logits.argmax(1), y_source, y_target, x_out, x_source, d.min(dim=1).values,
+                   frechet_distance(feats, ref), frechet_distance(predict(judge, val)[1], ref))
+
+
+def sd_regime(profile: Profile, n: int = 600) -> dict:
+    """The regime check of the profile's SD training outliers (on ``n`` of them, drawn with a
+    fixed seed): share leaving the source class, share landing on c_r, L2 moved against the
+    nearest-other-ID distance, Fréchet distance; ``copy_regime`` when under a quarter leave."""
+    b = benchmark(profile)
+    seed = profile.seeds[0]
+    key = stage_key(STAGES["sd_regime"], profile, inputs={"outliers": sd_key(profile),
+                                                          "judge": classifier_key(profile, "ce", seed)},
+                    data=data_fingerprint(profile, "id_train", "id_val", "id_test"), n=n)
+
+    def compute(_):
+        out = sd_outliers(profile)
+        idx = torch.randperm(len(out), generator=torch.Generator().manual_seed(0))[:n]
+        src = out.source_index[idx]
+        return regime_of(profile, out.x[idx], out.y_source[idx], out.y_target[idx], b.id_train.x[src], src, seed)
+
+    return cached(STAGES["sd_regime"], key, compute, verbose=False)
 
 
 def mixup_key(profile: Profile) -> dict:
-    return {"ddpm": ddpm_key(profile), "mixup": to_dict(profile.mixup)}
+    return stage_key(STAGES["mixup_outliers"], profile, inputs={"ddpm": ddpm_key(profile)})
 
 
 def mixup_outliers(profile: Profile) -> OutlierSet:
@@ -187,7 +289,8 @@ def mixup_outliers(profile: Profile) -> OutlierSet:
 
 
 def latent_key(profile: Profile) -> dict:
-    return {"latent_ddpm": latent_ddpm_key(profile), "latent": to_dict(profile.latent)}
+    return stage_key(STAGES["latent_outliers"], profile, inputs={"latent_ddpm": latent_ddpm_key(profile)},
+                     data=data_fingerprint(profile, "id_train"))
 
 
 def latent_outliers(profile: Profile) -> OutlierSet:
@@ -239,8 +342,8 @@ def _run(loss: str, generator: str | None) -> tuple[str, str]:
         raise ValueError(f"loss {loss!r} trains on outliers: pick a generator from {list(GENERATORS)}")
     if loss == "ce" and generator != "none":
         raise ValueError("cross-entropy ignores outliers: use generator 'none' (or loss 'oe' to train on outliers)")
-    if loss == "oal" and generator != "latent":
-        raise ValueError("OAL trains on latent outliers (their latents and source images): use generator 'latent'")
+    if loss in OAL_LOSSES and generator != "latent":
+        raise ValueError(f"{loss} trains on the latent generator's outliers (their latents): use generator 'latent'")
     return loss, generator
 
 
@@ -270,18 +373,17 @@ def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None
     """The classifier's cache key: only the config fields its loss reads (``LOSS_FIELDS``),
     and the key of its outlier set."""
     loss, generator = _run(loss, generator)
-    clf = to_dict(profile.clf)
-    optional = {f for fields in LOSS_FIELDS.values() for f in fields}
-    used = set(LOSS_FIELDS.get(loss_family(loss), ()))
+    used = LOSS_FIELDS.get(loss_family(loss), ())
     if generator == "none":
-        used -= {"oe_lambda", "outlier_batch_size"}
-    clf = {k: v for k, v in clf.items() if k not in optional or k in used}
-    key = {"data": to_dict(profile.data), "clf": clf, "loss": loss, "seed": seed}
-    if generator != "none":
-        key["outliers"] = {"generator": generator, **outlier_key(profile, generator)}
-    if loss == "oal":
-        key["teacher"] = classifier_key(profile, "ce", seed)
-    return key
+        used = tuple(f for f in used if f not in ("oe_lambda", "outlier_batch_size"))
+    stage = dataclasses.replace(STAGES["classifier"], reads=STAGES["classifier"].reads + tuple(f"clf.{f}" for f in used))
+    inputs = {} if generator == "none" else {"outliers": outlier_key(profile, generator)}
+    if loss == "energy_oe" and profile.clf.energy_margins == "from_ce":
+        inputs["margins_from"] = classifier_key(profile, "ce", seed)
+    if loss in OAL_LOSSES and needs_teacher(loss, profile.clf):
+        inputs["teacher"] = classifier_key(profile, oal_teacher(profile.clf), seed)
+    return stage_key(stage, profile, inputs=inputs, data=data_fingerprint(profile, "id_train"), loss=loss,
+                     generator=generator, seed=seed)
 
 
 def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None = None) -> dict:
@@ -296,9 +398,18 @@ def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None
         extra = {}
         if pool is not None:
             extra = {"outliers": pool.x, "outlier_labels": pool.y_source}
-        if loss == "oal":
-            extra.update(outlier_embeddings=pool.latents, outlier_sources=pool.source_index,
-                         teacher=load_classifier(classifier(profile, "ce", seed)))
+        if loss in OAL_LOSSES:
+            # "oal" pairs ID images with random latents; the variant with its outliers' sources
+            extra["outlier_embeddings"] = pool.latents
+            if loss == "oal_source_paired":
+                extra["outlier_sources"] = pool.source_index
+            if needs_teacher(loss, profile.clf):   # the teacher: profile.clf.oal_teacher, same profile and seed
+                extra["teacher"] = load_classifier(classifier(profile, oal_teacher(profile.clf), seed))
+        if loss == "energy_oe" and profile.clf.energy_margins == "from_ce":
+            # margins from the cached CE model of the same profile and seed (classifier_key must hold its key)
+            from .train import ce_energy_margins
+            ce = load_classifier(classifier(profile, "ce", seed))
+            extra["energy_margins"] = ce_energy_margins(ce, b.id_train.x, profile.clf)
         start = time.perf_counter()
         art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, profile.clf, loss=loss, seed=seed,
                                workdir=workdir, **extra)
@@ -308,6 +419,15 @@ def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None
     return cached("classifier", classifier_key(profile, loss, seed, generator), compute)
 
 
+def scores_key(profile: Profile, loss: str, seed: int = 0, split: str = "test", generator: str | None = None) -> dict:
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', not {split!r}")
+    return stage_key(STAGES["scores"], profile, inputs={"classifier": classifier_key(profile, loss, seed, generator)},
+                     data=data_fingerprint(profile, "id_train", *(("id_test", "ood_test") if split == "test"
+                                                                  else ("id_val", "ood_val"))),
+                     split=split, names=list(SCORES))
+
+
 def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test",
                generator: str | None = None) -> dict:
     """Every applicable score (``ood_lib.scores``) of one trained model on the ID set and every
@@ -315,8 +435,7 @@ def score_sets(profile: Profile, loss: str, seed: int = 0, split: str = "test",
     is the outlier set the model trained with. Adds ``"train_seconds"``."""
     loss, generator = _run(loss, generator)
     b = benchmark(profile)
-    key = {"classifier": classifier_key(profile, loss, seed, generator), "split": split,
-           "scores": to_dict(profile.scores), "names": list(SCORES)}
+    key = scores_key(profile, loss, seed, split, generator)
 
     def compute(_):
         art = classifier(profile, loss, seed, generator)
@@ -344,8 +463,27 @@ def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.D
             df["train_seconds"] = s["train_seconds"]
             frames.append(df)
     cols = ["profile", "id_dataset", "ood_dataset", "ood_group", "generator", "loss", "score", "seed"]
-    df = pd.concat(frames, ignore_index=True)
+    df = mark_rows(profile, pd.concat(frames, ignore_index=True), split)
     return df[cols + [c for c in df.columns if c not in cols]]
+
+
+# A model whose ID accuracy is more than this below CE's (same seed, same split) has collapsed.
+COLLAPSE_BELOW_CE = 0.03
+
+
+def mark_rows(profile: Profile, df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Adds the diagnostics every table shows beside a result: ``ID_acc_vs_ce`` (ID accuracy
+    minus the CE model's of the same seed), ``collapsed`` (more than :data:`COLLAPSE_BELOW_CE`
+    below CE) and ``outlier_check`` (the SD regime check of the model's SD outliers, "" for
+    other sources)."""
+    ce = {seed: score_sets(profile, "ce", seed, split, "none")["id_acc"] for seed in sorted(set(df.seed))}
+    df = df.copy()
+    df["ID_acc_vs_ce"] = df.ID_acc - df.seed.map(ce)
+    df["collapsed"] = df.ID_acc_vs_ce < -COLLAPSE_BELOW_CE
+    regime = sd_regime(profile) if (df.generator == "sd").any() else None
+    df["outlier_check"] = [regime_text(regime, short=True) if g == "sd" else "" for g in df.generator]
+    df["copy_regime"] = [g == "sd" and regime["copy_regime"] for g in df.generator]
+    return df
 
 
 def embedding_sets(profile: Profile, loss: str, seed: int = 0, generator: str | None = None,
@@ -374,14 +512,47 @@ def validation_sweep(profile: Profile, grid: list[dict], losses=("ce", "oe"), se
     return pd.concat(frames, ignore_index=True)
 
 
+def choose_sd_setting(df: pd.DataFrame, loss: str = "sd_three_head", score: str = "dod_distance",
+                      tie: float = 0.001) -> dict:
+    """The selection rule for SD's (S, w), fixed before the sweep it judges: among the settings of
+    a :func:`validation_sweep` whose outliers are not in the copy regime, the highest near-OOD
+    validation AUROC of ``loss`` with ``score`` (mean over seeds and near sets; the distance term of
+    DOD, so the choice does not depend on the voting weight chosen later); settings within ``tie``
+    of the best go to the smallest S, then the smallest w (the least change to the source image).
+    Returns ``{"setting": dict, "auroc": float, "excluded": [copy-regime settings]}``."""
+    rows = df[(df.loss == loss) & (df.score == score) & (df.ood_group == "near")]
+    if rows.empty:
+        raise ValueError(f"no validation rows of {loss} with score {score}")
+    copy = rows.groupby("setting").copy_regime.any()
+    auroc_by = rows[~rows.setting.map(copy)].groupby("setting").AUROC.mean()
+    if auroc_by.empty:
+        raise ValueError("every setting of the sweep is in the copy regime: extend S or w")
+    settings = {k: json.loads(k) for k in auroc_by.index}
+    near_best = [k for k, v in auroc_by.items() if v >= auroc_by.max() - tie]
+    best = min(near_best, key=lambda k: (settings[k]["sd"]["S"], settings[k]["sd"].get("w", 0)))
+    return {"setting": settings[best], "auroc": float(auroc_by[best]), "excluded": sorted(copy[copy].index)}
+
+
+def with_dod_alpha(scored: dict, alpha: float, base: float) -> dict:
+    """A :func:`score_sets` result whose ``dod`` is recomputed as distance + ``alpha`` * votes;
+    the votes are recovered from the cached ``dod`` and ``dod_distance`` (computed with voting
+    weight ``base``), so no model is rescored."""
+    if not base:
+        raise ValueError("the cached DOD scores were computed with alpha = 0: they carry no votes to reweight")
+
+    def one(d):
+        if "dod" not in d:
+            return d
+        votes = ((d["dod"] - d["dod_distance"]) / base).round()
+        return {**d, "dod": d["dod_distance"] + alpha * votes}
+
+    return {**scored, "id": one(scored["id"]), "ood": {k: one(v) for k, v in scored["ood"].items()}}
+
+
 def dod_alpha_sweep(profile: Profile, runs, alphas, seeds=(0,)) -> pd.DataFrame:
     """Near-OOD AUROC (%) on the validation splits of DOD = distance + alpha * votes for each alpha
-    (rows: runs, columns: alpha), mean over ``seeds``: the model selection of DOD's voting weight.
-    The votes are recovered from the cached ``dod`` and ``dod_distance`` scores (computed with
-    ``profile.scores.dod_alpha``), so no model is rescored."""
-    base = profile.scores.dod_alpha
-    if not base:
-        raise ValueError("profile.scores.dod_alpha is 0: the cached DOD scores carry no votes to reweight")
+    (rows: runs, columns: alpha), mean over ``seeds``: the model selection of DOD's voting weight
+    (:func:`with_dod_alpha`: no model is rescored)."""
     rows = {}
     for loss, generator in runs:
         aurocs = {a: [] for a in alphas}
@@ -389,19 +560,40 @@ def dod_alpha_sweep(profile: Profile, runs, alphas, seeds=(0,)) -> pd.DataFrame:
             s = score_sets(profile, loss, seed, "val", generator)
             if "dod" not in s["id"]:
                 raise ValueError(f"{loss}:{generator} has no DOD score (it trains without outliers)")
-            split = lambda d: (d["dod_distance"], (d["dod"] - d["dod_distance"]) / base)
-            id_dist, id_votes = split(s["id"])
-            for name, ood in s["ood"].items():
-                if s["groups"][name] != "near":
-                    continue
-                ood_dist, ood_votes = split(ood)
-                for a in alphas:
-                    aurocs[a].append(auroc(id_dist + a * id_votes, ood_dist + a * ood_votes))
+            for a in alphas:
+                r = with_dod_alpha(s, a, profile.scores.dod_alpha)
+                aurocs[a] += [auroc(r["id"]["dod"], ood["dod"]) for name, ood in r["ood"].items()
+                              if r["groups"][name] == "near"]
         rows[(generator, loss)] = {a: 100 * sum(v) / len(v) for a, v in aurocs.items()}
     table = pd.DataFrame.from_dict(rows, orient="index").round(2)
     table.index.names = ["generator", "loss"]
     table.columns = [f"alpha={a:g}" for a in alphas]
     return table
+
+
+# DOD's voting weight is chosen among these multiples of (ID spread of the distance term) / k, so
+# that the vote term (at most alpha * k) ranges from a tenth to ten times that spread.
+DOD_ALPHA_MULTIPLIERS = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def dod_alpha_candidates(profile: Profile, run=("sd_three_head", "sd"), seed: int = 0,
+                         multipliers=DOD_ALPHA_MULTIPLIERS) -> list[float]:
+    """Voting weights where votes can move DOD: ``m * std(distance term on ID val) / k`` for each
+    multiplier m (a weight of 0.01 against distances that spread over ~1 moves no rank)."""
+    s = score_sets(profile, *run[:1], seed, "val", run[1])
+    spread = float(s["id"]["dod_distance"].double().std())
+    return [float(f"{m * spread / profile.scores.dod_k:.3g}") for m in multipliers]
+
+
+def choose_dod_alpha(table: pd.DataFrame, tie: float = 0.1) -> float:
+    """The selection rule for DOD's voting weight, fixed before the validation numbers it judges:
+    the nonzero alpha column of a :func:`dod_alpha_sweep` table (first row: the SD three-head
+    model) with the highest validation near-OOD AUROC; alphas within ``tie`` points of the best
+    go to the smallest alpha."""
+    row = table.iloc[0]
+    values = {float(c.split("=")[1]): v for c, v in row.items() if float(c.split("=")[1]) > 0}
+    best = max(values.values())
+    return min(a for a, v in values.items() if v >= best - tie)
 
 
 def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.DataFrame:
@@ -422,8 +614,9 @@ def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int 
     of each class at the label-mixup sampler's stride, for each guidance weight w (a check of
     the sampler, not of OOD detection)."""
     b = benchmark(profile)
-    key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "ws": list(ws),
-           "n_per_class": n_per_class, "seed": seed, "stride": profile.mixup.stride, "clip_sample": profile.sd.clip_sample}
+    key = stage_key(STAGES["conditional_accuracy"], profile,
+                    inputs={"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed)},
+                    ws=list(ws), n_per_class=n_per_class, seed=seed)
 
     def compute(_):
         unet = load_unet(ddpm(profile))
@@ -481,36 +674,42 @@ def outlier_diagnostics(profile: Profile, generators=GENERATORS, seed: int = 0) 
     return pd.DataFrame(rows)
 
 
-def sd_semantic_shift(profile: Profile, S_values=(50, 100, 200, 400, 600), n: int = 120, seed: int = 0) -> pd.DataFrame:
-    """Does an SD outlier keep its source's nuisances while its semantics shift? For each S,
-    ``n`` SD outliers from ID training images: the CE classifier's verdict (source class,
-    guidance class c_r, or another class) and the pixel L2 distance to the source image,
-    beside the mean distance from a source image to its nearest *other* ID training image."""
+def sd_regime_screen(profile: Profile, S_values=(50, 100, 200, 400, 600), ws=None, n: int = 120) -> pd.DataFrame:
+    """The SD regime check (:func:`regime_of`) at each timestep S and guidance w (default: the
+    profile's w) on ``n`` ID training images drawn once, without training any classifier on the
+    outliers: where the class starts to change, at a tenth of a sweep's cost. One row per
+    (S, w): share leaving the source class, share on c_r, L2 moved vs the source's nearest other
+    ID image, Fréchet distance, ``copy_regime``."""
     b = benchmark(profile)
-    key = {"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed), "S": list(S_values),
-           "n": n, "seed": seed, "w": profile.sd.w, "stride": profile.sd.stride,
-           "clip_sample": profile.sd.clip_sample}
+    rows = []
+    for S in S_values:
+        for w in (ws or (profile.sd.w,)):
+            p = override(profile, sd={"S": S, "w": w})
+            key = stage_key(STAGES["sd_regime_screen"], p, inputs={"ddpm": ddpm_key(p),
+                                                                   "judge": classifier_key(p, "ce", p.seeds[0])},
+                            data=data_fingerprint(p, "id_train", "id_val", "id_test"), n=n)
 
-    def compute(_):
-        unet = load_unet(ddpm(profile))
-        judge = load_classifier(classifier(profile, "ce", seed))
-        idx = torch.randperm(len(b.id_train.x), generator=torch.Generator().manual_seed(seed))[:n]
-        x0, y0 = b.id_train.x[idx], b.id_train.y[idx]
-        others = torch.ones(len(b.id_train.x), dtype=torch.bool)
-        others[idx] = False
-        baseline = nearest_distance(x0, b.id_train.x[others]).mean().item()
-        rows = []
-        for S in S_values:
-            out = semantic_discrepant(unet, x0, y0, b.n_classes, S, profile.sd.w, profile.sd.stride, seed=seed,
-                                      batch_size=n, progress=False, clip_sample=profile.sd.clip_sample)
-            pred = predict(judge, out["x"])[0].argmax(1)
-            rows.append({"S": S, "judged_source": (pred == y0).float().mean().item(),
-                         "judged_target": (pred == out["y_target"]).float().mean().item(),
-                         "l2_to_source": (out["x"] - x0).flatten(1).norm(dim=1).mean().item(),
-                         "l2_source_to_nearest_other": baseline})
-        return rows
+            def compute(_, p=p):
+                idx = torch.randperm(len(b.id_train.x), generator=torch.Generator().manual_seed(0))[:n]
+                x0, y0 = b.id_train.x[idx], b.id_train.y[idx]
+                out = semantic_discrepant(load_unet(ddpm(p)), x0, y0, b.n_classes, p.sd.S, p.sd.w, p.sd.stride,
+                                          seed=p.sd.seed, batch_size=n, progress=False, clip_sample=p.sd.clip_sample)
+                return regime_of(p, out["x"], y0, out["y_target"], x0, idx)
 
-    return pd.DataFrame(cached("sd_semantic_shift", key, compute)).round(3)
+            rows.append({"S": S, "w": w, **cached(STAGES["sd_regime_screen"], key, compute, verbose=False)})
+    return pd.DataFrame(rows)
+
+
+def sd_candidates(screen: pd.DataFrame) -> list[dict]:
+    """The settings a validation sweep trains, from :func:`sd_regime_screen` (rule fixed before
+    the sweep): for each w, the smallest S outside the copy regime, i.e. the least change to
+    the source image that still changes its class (paper 3's "limited S")."""
+    out = []
+    for w, part in screen.sort_values("S").groupby("w"):
+        free = part[~part.copy_regime.astype(bool)]
+        if len(free):
+            out.append({"sd": {"S": int(free.S.iloc[0]), "w": float(w)}})
+    return out
 
 
 def outlier_verdicts(profile: Profile, generator: str, seed: int = 0) -> pd.Series:

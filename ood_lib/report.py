@@ -31,6 +31,26 @@ def mean_std(values: pd.Series, digits: int = 1) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
+def marks(df: pd.DataFrame, rows: list) -> pd.Series | None:
+    """One "marks" cell per group of ``rows``: a collapsed model (ID accuracy more than 3 points
+    below CE's, ``pipeline.mark_rows``) and the SD regime check of its outliers, so a result is
+    never read without the diagnostic that says the method did nothing. None when ``df`` has
+    no such columns."""
+    if "collapsed" not in df.columns:
+        return None
+
+    def one(part):
+        out = []
+        if part.collapsed.any():
+            gap = 100 * part.groupby("seed").ID_acc_vs_ce.first()
+            out.append(f"COLLAPSED: ID acc {gap.mean():+.1f} vs CE")
+        if "outlier_check" in part and part.outlier_check.iloc[0]:
+            out.append("SD: " + part.outlier_check.iloc[0])
+        return "; ".join(out)
+
+    return df.groupby(rows, sort=False)[list(df.columns)].apply(one)
+
+
 def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
     """Rows generator × loss × score, columns (OOD set, metric); cells mean ± std (%) over seeds.
     OOD sets are ordered near first, then far, as they appear in ``df``."""
@@ -42,6 +62,9 @@ def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
     cells = cells.reindex(columns=pd.MultiIndex.from_product([order, list(metrics)]))
     acc = df.groupby(rows, sort=False)["ID_acc"].agg(mean_std)
     cells[("ID", "acc")] = acc
+    m = marks(df, rows)
+    if m is not None:
+        cells[("", "marks")] = m
     return cells
 
 
@@ -54,7 +77,11 @@ def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     per_seed.columns = [f"{group} {metric}" for metric, group in per_seed.columns]
     per_seed["ID acc"] = df.groupby([*rows, "seed"], sort=False)["ID_acc"].first()
     cols = [c for c in ("near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc") if c in per_seed.columns]
-    return per_seed[cols].groupby(rows, sort=False).agg(mean_std)
+    table = per_seed[cols].groupby(rows, sort=False).agg(mean_std)
+    m = marks(df, rows)
+    if m is not None:
+        table["marks"] = m
+    return table
 
 
 def loss_grid_table(df: pd.DataFrame, score: str = "knn") -> pd.DataFrame:
@@ -76,6 +103,9 @@ def score_table(df: pd.DataFrame, group: str = "near", metric: str = "AUROC") ->
     order = list(dict.fromkeys(zip(df.generator, df.loss)))
     cells = cells.reindex(index=pd.MultiIndex.from_tuples(order, names=rows),
                           columns=[s for s in SCORES if s in cells.columns])
+    m = marks(df, rows)
+    if m is not None:
+        cells["marks"] = m
     return cells.fillna("")
 
 
@@ -218,9 +248,14 @@ def training_curves(logs: dict, key: str = "loss", path: Path | None = None):
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%)."""
+    """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%), and the
+    marks (collapse, SD regime check) of each model."""
     near = df[df.ood_group == "near"]
-    return (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score").reset_index()
+    table = (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score")
+    m = marks(df, ["setting", "loss"])
+    if m is not None:
+        table["marks"] = m
+    return table.reset_index()
 
 
 # ---------------------------------------------------------------------------

@@ -18,13 +18,17 @@ import torch.nn.functional as F
 from .config import ClassifierConfig
 from torch.func import functional_call
 
-from .losses import (CLUB, METRIC_LOSSES, distillation_loss, energy_oe, kl_to_uniform, metric_loss, metric_oe,
-                     outlier_exposure, three_head_loss)
-from .models import MetricNet, MultiHeadNet, OALNet, build_backbone
+from .losses import (CLUB, ENERGY_MARGIN_RULES, METRIC_LOSSES, distillation_loss, energy_margins, energy_oe,
+                     kl_to_uniform, metric_loss, metric_oe, oal_distillation, outlier_exposure, three_head_loss)
+from .models import FeatureProjection, MetricNet, MultiHeadNet, OALNet, build_backbone
 from .runtime import progress, seed_everything
 
-LOSSES = ("ce", "oe", "energy_oe", *METRIC_LOSSES, "sd_three_head", "oal")
-NEEDS_OUTLIERS = ("oe", "energy_oe", "sd_three_head", "oal")   # metric losses: outliers optional
+# "oal": OAL as its authors train it; "oal_source_paired": this library's earlier variant (see oal_loss).
+OAL_LOSSES = ("oal", "oal_source_paired")
+LOSSES = ("ce", "oe", "energy_oe", *METRIC_LOSSES, "sd_three_head", *OAL_LOSSES)
+NEEDS_OUTLIERS = ("oe", "energy_oe", "sd_three_head", *OAL_LOSSES)   # metric losses: outliers optional
+# CLUB hidden width of the official recipe (``CLUB(768, 512, 512)`` / ``DEEP_CLUB(64, 512, 512)``: 512 // 2).
+OAL_CLUB_HIDDEN = 256
 
 
 def loss_family(loss: str) -> str:
@@ -32,16 +36,42 @@ def loss_family(loss: str) -> str:
     return "metric" if loss in METRIC_LOSSES else loss
 
 
+def oal_teacher(cfg: ClassifierConfig) -> str:
+    """The loss whose model (same profile and seed) teaches the OAL losses: ``cfg.oal_teacher``,
+    checked. Any non-OAL loss of this library; "ce" by default (the official teacher is a
+    ViT-B/16 fine-tuned on the ID set, which is not available offline here)."""
+    name = cfg.oal_teacher
+    if name not in LOSSES or name in OAL_LOSSES:
+        raise ValueError(f"oal_teacher {name!r} is not a teacher; pick a non-OAL loss from "
+                         f"{[l for l in LOSSES if l not in OAL_LOSSES]}")
+    return name
+
+
+def needs_teacher(loss: str, cfg: ClassifierConfig) -> bool:
+    """Whether ``loss`` with ``cfg``'s weights distils from a teacher (an OAL loss with KD on)."""
+    if loss == "oal":
+        return bool(cfg.oal_kd_logit_weight or cfg.oal_kd_feature_weight)
+    return loss == "oal_source_paired" and bool(cfg.kd_weight)
+
+
 def build_model(loss: str, n_classes: int, in_channels: int, cfg: ClassifierConfig,
-                outlier_dim: int = 0) -> torch.nn.Module:
+                outlier_dim: int = 0, teacher_dim: int = 0) -> torch.nn.Module:
     """The network a loss trains: a plain backbone (softmax family), a three-head network
     (SD), a backbone with an embedding and metric proxies (metric family) or a backbone with
-    a CLUB estimator over ``outlier_dim``-dimensional outlier embeddings (OAL)."""
+    a CLUB estimator over ``outlier_dim``-dimensional outlier embeddings (OAL). For ``"oal"``
+    the CLUB predicts ID features from outlier embeddings, as the official code calls it, and
+    a projection maps ``teacher_dim``-dimensional teacher features to the student's (none when
+    ``teacher_dim`` is 0); ``"oal_source_paired"`` predicts latents from source features."""
     backbone = build_backbone(cfg.backbone, n_classes, in_channels, cfg.width)
     if loss == "oal":
+        d = backbone.feature_dim
+        projection = FeatureProjection(teacher_dim, d) if teacher_dim else None
+        return OALNet(backbone, CLUB(outlier_dim, d, hidden=OAL_CLUB_HIDDEN, deep=True), projection)
+    if loss == "oal_source_paired":
         return OALNet(backbone, CLUB(backbone.feature_dim, outlier_dim))
     if loss in METRIC_LOSSES:
-        return MetricNet(backbone, metric_loss(loss, n_classes, cfg.embedding_size), cfg.embedding_size)
+        own = {"oe_target": cfg.supcon_oe} if loss == "supcon" else {}
+        return MetricNet(backbone, metric_loss(loss, n_classes, cfg.embedding_size, **own), cfg.embedding_size)
     if loss == "sd_three_head":
         return MultiHeadNet(backbone, n_classes, heads=("bin", "in", "out"))
     return backbone
@@ -51,8 +81,9 @@ def batch_loss(loss: str, model, xb, yb, ob, cfg: ClassifierConfig, extra: dict 
     """(loss value, ID logits) for an ID batch and an optional outlier batch ``ob``.
 
     ``extra`` carries what single families read about the outlier batch: ``labels`` (source
-    labels, SD three-head loss); ``embeddings``, ``sources`` (the ID images the outliers were
-    made from) and ``teacher`` (OAL)."""
+    labels, SD three-head loss); ``embeddings`` and ``teacher`` (OAL: one embedding per ID
+    image for ``"oal"``, one per outlier for ``"oal_source_paired"``) and ``sources`` (the ID
+    images the outliers were made from, ``"oal_source_paired"``)."""
     extra = extra or {}
     n = len(xb)
     inputs = xb if ob is None else torch.cat([xb, ob])
@@ -67,7 +98,10 @@ def batch_loss(loss: str, model, xb, yb, ob, cfg: ClassifierConfig, extra: dict 
                                 cfg.sd_lambda)
         return value, out["in"][:n]
     if loss == "oal":
-        return oal_loss(model, xb, yb, ob, extra["embeddings"], extra["sources"], extra["teacher"], cfg)
+        return oal_loss(model, xb, yb, extra["embeddings"], extra.get("teacher"), cfg, ob)
+    if loss == "oal_source_paired":
+        return oal_source_paired_loss(model, xb, yb, ob, extra["embeddings"], extra["sources"], extra.get("teacher"),
+                                      cfg)
     logits = model(inputs)
     lid, lout = logits[:n], (logits[n:] if ob is not None else None)
     if loss == "energy_oe":
@@ -77,15 +111,72 @@ def batch_loss(loss: str, model, xb, yb, ob, cfg: ClassifierConfig, extra: dict 
     return F.cross_entropy(lid, yb), lid
 
 
-def oal_loss(model: OALNet, xb, yb, ob, emb_out, sources, teacher, cfg: ClassifierConfig):
-    """OAL (Gao et al. 2024): CE on ID + OE on the (decoded) latent outliers + MICL + KD.
+def oal_pairing(n_pool: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """Indices of the outlier embeddings paired, by position, with a batch of ``n`` ID images:
+    a random draw from the pool without replacement (``randperm(n_pool)[:n]``, as the official
+    trainer draws them), from the training generator ``g`` so runs are reproducible and resume
+    exactly. A pool smaller than the batch is cycled through in fresh permutations."""
+    if n_pool <= 0:
+        raise ValueError("OAL needs at least one outlier embedding")
+    perms = [torch.randperm(n_pool, generator=g) for _ in range(-(-n // n_pool))]
+    return torch.cat(perms)[:n]
+
+
+def oal_loss(model: OALNet, xb, yb, emb_out, teacher, cfg: ClassifierConfig, ob=None):
+    """OAL as its authors train it (Gao et al. 2024; HengGao12/OAL ``openood/trainers/oal_trainer.py``):
+
+    CE(ID) + w_micl * CLUB(z_out -> f(x)) + w_logit * KL(p_teacher || p) + w_feat * KL(softmax(P(t(x))) || softmax(f(x)))
+
+    ``emb_out`` holds one outlier embedding per ID image, drawn at random (:func:`oal_pairing`)
+    and paired by position: the pair carries no information about which image an outlier came
+    from, and the CLUB estimate, q(f(x) | z_out) as the official code calls it, is minimised by
+    the whole model, the estimator's layers included (no separate likelihood step; their lr is
+    scaled by ``cfg.oal_club_lr_scale``). Distillation runs at T = 1 on logits and on the
+    penultimate features through the learned projection ``model.projection``. There is no OE
+    term unless ``cfg.oal_oe_lambda`` > 0 (then on the decoded outlier images ``ob``, a deviation).
+
+    What differs from the official code: one outlier source here (the latent DDPM's outputs,
+    flattened; the official code averages its diffusion latents over one axis to 64-d and adds a
+    second CLUB term, weight 0.1, on k-NN boundary embeddings), hence one CLUB term, weighted as
+    the official one for diffusion latents (0.2); the teacher is a model of this library (CE of
+    the same size by default) instead of a ViT-B/16; the optimiser and schedule are this
+    library's (AdamW, one-cycle) for every loss, where the official trainer uses SGD, cosine.
+    """
+    n = len(xb)
+    if len(emb_out) != n:
+        raise ValueError(f"OAL pairs one outlier embedding with each ID image: got {len(emb_out)} for {n}")
+    use_oe = ob is not None and len(ob) > 0 and cfg.oal_oe_lambda != 0
+    feats = model.features(torch.cat([xb, ob]) if use_oe else xb)
+    logits = model.head(feats)
+    f_id, l_id = feats[:n], logits[:n]
+    value = F.cross_entropy(l_id, yb)
+    if use_oe:
+        value = value + cfg.oal_oe_lambda * kl_to_uniform(logits[n:])
+    if cfg.oal_micl_weight:
+        value = value + cfg.oal_micl_weight * model.club(emb_out, f_id)
+    if cfg.oal_kd_logit_weight or cfg.oal_kd_feature_weight:
+        if teacher is None:
+            raise ValueError("OAL's distillation needs a teacher (or set both oal_kd_*_weight to 0)")
+        with torch.no_grad():
+            t_feats = teacher.features(xb)
+            t_logits = teacher.head(t_feats)
+        projected = model.projection(t_feats) if cfg.oal_kd_feature_weight else None
+        value = value + oal_distillation(l_id, t_logits, f_id, projected, cfg.oal_kd_logit_weight,
+                                         cfg.oal_kd_feature_weight)
+    return value, l_id
+
+
+def oal_source_paired_loss(model: OALNet, xb, yb, ob, emb_out, sources, teacher, cfg: ClassifierConfig):
+    """This library's OAL variant, not the authors' recipe (that is :func:`oal_loss`): CE on
+    ID + OE on the (decoded) latent outliers + source-paired MICL + Hinton KD.
 
     MICL is the CLUB estimate of I(f(source); z_out) between the classifier's features of the
     ID image each outlier was made from and the outlier's latent embedding; the classifier
     minimises it (through the estimator's frozen parameters) so that ID features carry no
     information about the boundary outliers, while the estimator is fitted to the same
     pairs on detached inputs. KD keeps the logits and features of ID images close to those
-    of the teacher, a cross-entropy model trained without outliers."""
+    of the teacher, a cross-entropy model trained without outliers (Hinton et al.: logits KL at
+    ``cfg.kd_temperature``, feature MSE)."""
     n, m = len(xb), len(ob)
     feats = model.features(torch.cat([xb, ob, sources]))
     logits = model.head(feats)
@@ -94,10 +185,11 @@ def oal_loss(model: OALNet, xb, yb, ob, emb_out, sources, teacher, cfg: Classifi
     frozen = {k: v.detach() for k, v in model.club.named_parameters()}
     value = value + cfg.micl_weight * functional_call(model.club, frozen, (f_src, emb_out))
     value = value + model.club.learning_loss(f_src.detach(), emb_out)
-    with torch.no_grad():
-        t_feats = teacher.features(xb)
-        t_logits = teacher.head(t_feats)
-    value = value + cfg.kd_weight * distillation_loss(logits[:n], t_logits, f_id, t_feats, T=cfg.kd_temperature)
+    if cfg.kd_weight:
+        with torch.no_grad():
+            t_feats = teacher.features(xb)
+            t_logits = teacher.head(t_feats)
+        value = value + cfg.kd_weight * distillation_loss(logits[:n], t_logits, f_id, t_feats, T=cfg.kd_temperature)
     return value, logits[:n]
 
 
@@ -121,32 +213,55 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
                      workdir: Path | None = None, stop_after_epochs: int | None = None,
                      outlier_labels: torch.Tensor | None = None, outlier_embeddings: torch.Tensor | None = None,
                      outlier_sources: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
-                     snapshot_epochs: tuple = (1,)) -> dict:
+                     snapshot_epochs: tuple = (1,), energy_margins: tuple | None = None) -> dict:
     """Train ``cfg.backbone`` with ``loss`` in :data:`LOSSES` on ID images plus optional
     ``outliers`` (images in [0, 1]; ``outlier_labels``: their source labels, needed by the
-    SD three-head loss). OAL also needs ``outlier_embeddings`` (N x D, e.g. flattened
-    latents), ``outlier_sources`` (index into ``x`` of each outlier's source image) and a
-    ``teacher`` trained without outliers. Returns ``{"state", "n_classes", "in_channels", "loss", "backbone",
-    "width", "embedding_size", "log", "snapshots"}``; ``log`` holds per-epoch mean loss and train accuracy,
+    SD three-head loss). The OAL losses also need ``outlier_embeddings`` (N x D, e.g. flattened
+    latents) and, with distillation on (:func:`needs_teacher`), a ``teacher`` trained without
+    outliers; ``"oal"`` reads the images ``outliers`` only when ``cfg.oal_oe_lambda`` > 0 and
+    pairs each ID image with a random embedding (:func:`oal_pairing`), ``"oal_source_paired"``
+    also needs ``outlier_sources`` (index into ``x`` of each outlier's source image).
+    Returns ``{"state", "n_classes", "in_channels", "loss", "backbone", "width", "embedding_size",
+    "outlier_dim", "teacher_dim", "log", "snapshots"}``; ``log`` holds per-epoch mean loss and train accuracy,
     ``snapshots`` the weights after each epoch of ``snapshot_epochs`` (early checkpoints for figures).
+
+    ``"energy_oe"`` with ``cfg.energy_margins == "from_ce"`` reads its margins ``(m_in, m_out)``
+    from ``energy_margins`` (:func:`ce_energy_margins` of a CE model trained on the same data,
+    as ``pipeline.classifier`` passes them); when it is None a CE model is trained here first
+    (same data, ``cfg`` and seed). With ``"fixed"`` the margins are ``cfg.m_in`` / ``cfg.m_out``.
+    The margins used are returned as ``"energy_margins"``.
     """
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
-    if loss in NEEDS_OUTLIERS and (outliers is None or len(outliers) == 0):
+    oal_images = loss != "oal" or cfg.oal_oe_lambda != 0     # "oal" trains on embeddings only, unless OE is on
+    if loss in NEEDS_OUTLIERS and oal_images and (outliers is None or len(outliers) == 0):
         raise ValueError(f"loss {loss!r} needs an outlier set (outliers=...)")
     if loss == "sd_three_head" and outlier_labels is None:
         raise ValueError("the SD three-head loss needs the outliers' source labels (outlier_labels=...)")
-    if loss == "oal" and (outlier_embeddings is None or outlier_sources is None or teacher is None):
-        raise ValueError("OAL needs outlier_embeddings, outlier_sources and a teacher model")
+    if loss in OAL_LOSSES:
+        if outlier_embeddings is None or len(outlier_embeddings) == 0 or (needs_teacher(loss, cfg) and teacher is None):
+            raise ValueError(f"{loss} needs outlier_embeddings and a teacher model (teacher=...)")
+        if loss == "oal_source_paired" and outlier_sources is None:
+            raise ValueError("oal_source_paired needs outlier_sources (each outlier's source image in x)")
+    if not needs_teacher(loss, cfg):
+        teacher = None
+    margins = None
+    if loss == "energy_oe":
+        cfg, margins = _with_energy_margins(x, y, n_classes, cfg, seed, energy_margins)
+    elif energy_margins is not None:
+        raise ValueError(f"energy_margins is an energy_oe setting; loss {loss!r} does not read it")
     seed_everything(seed)
     accelerator = Accelerator()
     outlier_dim = outlier_embeddings.flatten(1).shape[1] if outlier_embeddings is not None else 0
-    model = build_model(loss, n_classes, x.shape[1], cfg, outlier_dim)
+    teacher_dim = teacher.feature_dim if loss == "oal" and teacher is not None and cfg.oal_kd_feature_weight else 0
+    model = build_model(loss, n_classes, x.shape[1], cfg, outlier_dim, teacher_dim)
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, loss, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    max_lr = [grp["lr"] for grp in opt.param_groups] if len(groups) > 1 else cfg.lr
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr, total_steps=cfg.epochs * steps_per_epoch)
     epoch, log, snapshots = 0, {"epoch": [], "loss": [], "train_acc": []}, {}
     ckpt = Path(workdir) / "checkpoint.pt" if workdir is not None else None
     if ckpt is not None and ckpt.exists():
@@ -169,7 +284,12 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb, yb = (augment(x[idx], g) if cfg.augment else x[idx]).to(dev), y[idx].to(dev)
             ob, extra = None, {"teacher": teacher}
-            if loss != "ce" and outliers is not None and len(outliers):
+            if loss == "oal":
+                oidx = oal_pairing(len(outlier_embeddings), len(idx), g)
+                extra["embeddings"] = outlier_embeddings[oidx].flatten(1).to(dev)
+                if cfg.oal_oe_lambda:
+                    ob = (augment(outliers[oidx], g) if cfg.augment else outliers[oidx]).to(dev)
+            elif loss != "ce" and outliers is not None and len(outliers):
                 oidx = torch.randint(len(outliers), (cfg.outlier_batch_size,), generator=g)
                 ob = (augment(outliers[oidx], g) if cfg.augment else outliers[oidx]).to(dev)
                 if outlier_labels is not None:
@@ -204,7 +324,53 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     state = {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return {"state": state, "n_classes": n_classes, "in_channels": x.shape[1], "loss": loss,
             "backbone": cfg.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size,
-            "outlier_dim": outlier_dim, "log": log, "snapshots": snapshots}
+            "outlier_dim": outlier_dim, "teacher_dim": teacher_dim, "log": log, "snapshots": snapshots,
+            **({"energy_margins": margins} if margins is not None else {})}
+
+
+def ce_energy_margins(ce_model: torch.nn.Module, x: torch.Tensor, cfg: ClassifierConfig) -> tuple[float, float]:
+    """The ``"from_ce"`` margins (:func:`ood_lib.losses.energy_margins` at
+    ``cfg.energy_margin_quantiles``) from a CE model's energies on the ID training images ``x``
+    (eval mode)."""
+    from .models import predict
+    from .scores import energy
+
+    q_in, q_out = cfg.energy_margin_quantiles
+    return energy_margins(energy(predict(ce_model, x)[0]), q_in, q_out)
+
+
+def _with_energy_margins(x, y, n_classes, cfg: ClassifierConfig, seed: int, given: tuple | None):
+    """``cfg`` with the energy-OE margins it trains with, and those margins (see train_classifier)."""
+    import dataclasses
+
+    if cfg.energy_margins not in ENERGY_MARGIN_RULES:
+        raise ValueError(f"unknown energy_margins rule {cfg.energy_margins!r}; valid: {list(ENERGY_MARGIN_RULES)}")
+    if cfg.energy_margins == "fixed":
+        if given is not None:
+            raise ValueError("energy_margins were passed but cfg.energy_margins is 'fixed' (cfg.m_in, cfg.m_out); "
+                             "set cfg.energy_margins='from_ce' to train with them")
+        return cfg, (cfg.m_in, cfg.m_out)
+    if given is None:
+        ce = train_classifier(x, y, n_classes, cfg, loss="ce", seed=seed, snapshot_epochs=())
+        given = ce_energy_margins(load_classifier(ce), x, cfg)
+    m_in, m_out = (float(v) for v in given)
+    if not m_in < m_out:
+        raise ValueError(f"energy margins need m_in < m_out, got ({m_in}, {m_out})")
+    return dataclasses.replace(cfg, m_in=m_in, m_out=m_out), (m_in, m_out)
+
+
+def param_groups(model: torch.nn.Module, loss: str, cfg: ClassifierConfig) -> list[dict]:
+    """The optimiser's parameter groups: one for every loss but ``"oal"``, whose CLUB layers and
+    teacher-feature projection train at ``cfg.lr`` times ``oal_club_lr_scale`` and
+    ``oal_projection_lr_scale``, as the official trainer gives them their own learning rates
+    (1e-4 and 0.01 beside the backbone's 0.005) in the same optimiser and the same loss."""
+    if loss != "oal":
+        return [{"params": list(model.parameters())}]
+    groups = [{"params": list(model.backbone.parameters())},
+              {"params": list(model.club.parameters()), "lr": cfg.lr * cfg.oal_club_lr_scale}]
+    if model.projection is not None:
+        groups.append({"params": list(model.projection.parameters()), "lr": cfg.lr * cfg.oal_projection_lr_scale})
+    return groups
 
 
 def load_classifier(artifact: dict, epoch: int | None = None) -> torch.nn.Module:
@@ -213,7 +379,7 @@ def load_classifier(artifact: dict, epoch: int | None = None) -> torch.nn.Module
     cfg = ClassifierConfig(backbone=artifact.get("backbone", "small_cnn"), width=artifact["width"],
                            embedding_size=artifact.get("embedding_size", 128))
     model = build_model(artifact.get("loss", "ce"), artifact["n_classes"], artifact.get("in_channels", 1), cfg,
-                        artifact.get("outlier_dim", 0))
+                        artifact.get("outlier_dim", 0), artifact.get("teacher_dim", 0))
     if epoch is None:
         state = artifact["state"]
     elif epoch in artifact.get("snapshots", {}):

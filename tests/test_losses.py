@@ -286,3 +286,127 @@ def test_distillation():
 def test_unknown_metric_loss_is_named():
     with pytest.raises(KeyError):
         metric_loss("triplet", 2, 2)
+
+
+# ------------------------------------------------------------------------------------ collapse fixes
+def test_energy_margins_rule_by_hand():
+    from ood_lib.losses import energy_margins
+    e = torch.arange(-20.0, 1.0)                 # 21 CE energies -20 .. 0, shuffled
+    e = e[torch.randperm(21, generator=torch.Generator().manual_seed(0))]
+    # linear-interpolated quantiles: median at position 10 -> -10; 95 % at 19 -> -1
+    assert energy_margins(e) == pytest.approx((-10.0, -1.0))
+    assert energy_margins(e, 0.25, 0.75) == pytest.approx((-15.0, -5.0))
+    assert energy_margins(e, 0.0, 1.0) == pytest.approx((-20.0, 0.0))
+    assert energy_margins(torch.tensor([-3.0, -1.0]), 0.5, 0.75) == pytest.approx((-2.0, -1.5))
+    with pytest.raises(ValueError, match="q_in < q_out"):
+        energy_margins(e, 0.9, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        energy_margins(torch.tensor([-1.0, float("nan")]))
+
+
+def _init_like_logits(n=64, k=6, seed=0):
+    """Logits of a freshly initialised network: small, so E ~ -log K for every input."""
+    return 0.1 * torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+
+
+def _ce_and_hinge_grads(m_in, m_out, lam=0.1):
+    lid, lout = _init_like_logits().requires_grad_(), _init_like_logits(seed=1).requires_grad_()
+    y = torch.arange(64) % 6
+    g_ce = torch.autograd.grad(F.cross_entropy(lid, y), lid)[0]
+    total = energy_oe(lid, y, lout, lam=lam, m_in=m_in, m_out=m_out)
+    g_id, g_out = torch.autograd.grad(total, (lid, lout))
+    return g_ce, g_id - g_ce, g_out, total.item() - F.cross_entropy(lid, y).item()
+
+
+def test_energy_oe_from_ce_margins_keep_ce_dominant_at_init():
+    from ood_lib.losses import energy_margins
+    # CE energies of the kind a small CNN reaches on the digits' ID training set (measured:
+    # median -5.15, 95th percentile -3.87): margins median / 95th percentile
+    ce_energies = torch.linspace(-6.5, -3.5, 31)
+    m_in, m_out = energy_margins(ce_energies)
+    assert (m_in, m_out) == pytest.approx((-5.0, -3.65))
+    g_ce, g_hinge, g_out, reg = _ce_and_hinge_grads(m_in, m_out)
+    # E ~ -log 6 = -1.79 at init: the ID hinge is lam * (3.2)^2 ~ 1.0, below CE's log 6 = 1.79 ...
+    assert reg == pytest.approx(0.1 * (-math.log(6) - m_in) ** 2, rel=0.02)
+    assert reg < math.log(6)
+    # ... its gradient on the logits is a third of CE's, and the outlier hinge is off (E_out > m_out)
+    assert g_hinge.norm() < 0.4 * g_ce.norm()
+    assert g_out.abs().max() == 0
+    # Liu et al.'s fine-tuning constants: the hinge is 30x CE and its gradient twice CE's
+    g_ce, g_hinge, _, reg = _ce_and_hinge_grads(-25.0, -7.0)
+    assert reg > 25 * math.log(6)
+    assert g_hinge.norm() > 2 * g_ce.norm()
+
+
+def test_train_classifier_energy_margins_arguments():
+    import dataclasses
+    from ood_lib.config import ClassifierConfig
+    from ood_lib.train import train_classifier
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 28, 28, generator=g), torch.arange(16) % 2
+    cfg = ClassifierConfig(width=4, epochs=1, batch_size=8, outlier_batch_size=4)
+    assert cfg.energy_margins == "from_ce"
+    art = train_classifier(x, y, 2, cfg, loss="energy_oe", outliers=x[:4], energy_margins=(-3.0, -1.0))
+    assert art["energy_margins"] == (-3.0, -1.0)
+    fixed = dataclasses.replace(cfg, energy_margins="fixed")
+    assert train_classifier(x, y, 2, fixed, loss="energy_oe", outliers=x[:4])["energy_margins"] == (-25.0, -7.0)
+    with pytest.raises(ValueError, match="fixed"):
+        train_classifier(x, y, 2, fixed, loss="energy_oe", outliers=x[:4], energy_margins=(-3.0, -1.0))
+    with pytest.raises(ValueError, match="m_in < m_out"):
+        train_classifier(x, y, 2, cfg, loss="energy_oe", outliers=x[:4], energy_margins=(-1.0, -3.0))
+    with pytest.raises(ValueError, match="unknown energy_margins"):
+        train_classifier(x, y, 2, dataclasses.replace(cfg, energy_margins="liu"), loss="energy_oe", outliers=x[:4])
+
+
+def test_supcon_oe_acts_on_the_probe_only():
+    from pytorch_metric_learning.losses import SupConLoss
+    torch.manual_seed(0)
+    emb_id = torch.randn(8, 4, requires_grad=True)
+    emb_out = torch.randn(5, 4, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    grads = {}
+    for target in ("probe", "joint"):
+        m = metric_loss("supcon", 3, 4, oe_target=target)
+        with torch.no_grad():
+            m.proxies.copy_(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)))
+        value = metric_oe(m, emb_id, y, emb_out, lam=0.5)
+        g_id, g_out, g_p = torch.autograd.grad(value, (emb_id, emb_out, m.proxies), allow_unused=True)
+        grads[target] = (value.item(), g_id, g_out, g_p)
+    # same value either way; with "probe" the outliers' embeddings get no gradient ...
+    assert grads["probe"][0] == pytest.approx(grads["joint"][0])
+    assert grads["probe"][2] is None or grads["probe"][2].abs().max() == 0
+    assert grads["joint"][2].abs().max() > 0
+    # ... the ID embeddings get exactly SupCon's gradient, and the proxies CE's + OE's
+    g_supcon = torch.autograd.grad(SupConLoss()(emb_id, y), emb_id)[0]
+    torch.testing.assert_close(grads["probe"][1], g_supcon)
+    torch.testing.assert_close(grads["probe"][3], grads["joint"][3])
+    with pytest.raises(ValueError, match="oe_target"):
+        metric_loss("supcon", 3, 4, oe_target="backbone")
+
+
+def _supcon_toy(target, steps=100, seed=0):
+    """A 2-layer 'backbone' trained with SupCon + proxy probe + OE on near copies of the ID points
+    (the character of the digits SD outliers); returns the probe's ID accuracy."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(3, 16, generator=g) * 2
+    y = torch.arange(48) % 3
+    x = means[y] + 0.5 * torch.randn(48, 16, generator=g)
+    x_out = x + 0.1 * torch.randn(48, 16, generator=g)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    m = metric_loss("supcon", 3, 8, oe_target=target)
+    opt = torch.optim.Adam([*net.parameters(), *m.parameters()], lr=1e-2)
+    for _ in range(steps):
+        value = metric_oe(m, net(x), y, net(x_out), lam=0.5)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        return (m.logits(net(x)).argmax(1) == y).float().mean().item()
+
+
+def test_supcon_oe_on_the_probe_keeps_id_accuracy():
+    """With the OE gradient in the backbone ("joint") the embeddings turn away from the proxies
+    and the probe's accuracy falls (the digits collapse in miniature); "probe" keeps it."""
+    assert _supcon_toy("probe") == 1.0
+    assert _supcon_toy("joint") < 0.85

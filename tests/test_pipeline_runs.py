@@ -13,11 +13,11 @@ def test_classifier_key_holds_only_the_fields_its_loss_reads():
     assert pipeline.classifier_key(louder, "ce", 0) == pipeline.classifier_key(P, "ce", 0)
     assert pipeline.classifier_key(louder, "energy_oe", 0) != pipeline.classifier_key(P, "energy_oe", 0)
     assert pipeline.classifier_key(louder, "oe", 0) == pipeline.classifier_key(P, "oe", 0)
-    ce = pipeline.classifier_key(P, "ce", 0)["clf"]
-    assert "oe_lambda" not in ce and "energy_lambda" not in ce and "backbone" in ce
+    ce = pipeline.classifier_key(P, "ce", 0)["reads"]
+    assert "clf.oe_lambda" not in ce and "clf.energy_lambda" not in ce and "clf.backbone" in ce
     # a metric loss reads the OE weight only when it trains on outliers
-    assert "oe_lambda" not in pipeline.classifier_key(P, "arcface", 0)["clf"]
-    assert "oe_lambda" in pipeline.classifier_key(P, "arcface", 0, "mixup")["clf"]
+    assert "clf.oe_lambda" not in pipeline.classifier_key(P, "arcface", 0)["reads"]
+    assert "clf.oe_lambda" in pipeline.classifier_key(P, "arcface", 0, "mixup")["reads"]
     assert pipeline.classifier_key(P, "oe", 0, "sd") != pipeline.classifier_key(P, "oe", 0, "latent")
 
 
@@ -36,9 +36,9 @@ def test_bad_runs_are_named():
 
 def test_grid_runs_are_every_accepted_pair():
     runs = pipeline.grid_runs()
-    assert len(runs) == 27 == len(set(runs))                 # 1 CE + 3 x 3 outlier losses + 4 x 4 metric + OAL
+    assert len(runs) == 28 == len(set(runs))                 # 1 CE + 3 x 3 outlier losses + 4 x 4 metric + 2 OAL
     assert [g for loss, g in runs if loss == "ce"] == ["none"]
-    assert [g for loss, g in runs if loss == "oal"] == ["latent"]
+    assert [g for loss, g in runs if loss in ("oal", "oal_source_paired")] == ["latent", "latent"]
     assert {g for loss, g in runs if loss == "supcon"} == {"none", "sd", "mixup", "latent"}
     assert set(pipeline.DEFAULT_RUNS) <= set(runs)
 
