@@ -179,7 +179,10 @@ def main(argv=None):
     text = ("ID accuracy and near-OOD AUROC (digits 6-9, test split) in %, profile `digits`, seeds "
             f"{sorted(set(df.seed))}; before = energy_margins 'fixed' (-25, -7) / supcon_oe 'joint', after = "
             "energy_margins 'from_ce' (quantiles 0.5, 0.95) / supcon_oe 'probe'. "
-            "Command: `OOD_CACHE=/tmp/collapse_cache TQDM_DISABLE=1 python benchmarks/collapse_check.py`\n\n"
+            "Commands: `OOD_CACHE=/tmp/collapse_cache TQDM_DISABLE=1 python benchmarks/collapse_check.py` (cheap "
+            "sets); rows `sd` / `mixup` (the pipeline's DDPM outliers): `... --seeds 0 --pipeline sd mixup` and "
+            "`... --seeds 1 2 --outliers --pipeline sd mixup --variants after` (their 'before' over three seeds: "
+            "results/digits/loss_grid_full.md).\n\n"
             + summary.to_markdown(index=False) + "\n\nPer seed:\n\n" + per_seed.to_markdown(index=False) + "\n")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
