@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
 from . import ablations, pipeline, report
 from .config import PROFILES, get_profile, override
 
@@ -59,7 +61,12 @@ def main(argv=None) -> None:
     papers = sub.add_parser("paper-tables", help="the papers' tables and ablations (notebooks 08 and 09)")
     papers.add_argument("--profile", default="digits", choices=sorted(PROFILES))
     papers.add_argument("--full", action="store_true", help="the papers' full grids over the profile's seeds")
+    mark = sub.add_parser("mark", help="add the collapse marks to a saved grid's tables (from its metrics*.csv)")
+    mark.add_argument("metrics", help="a grid's tidy metrics<suffix>.csv; its tables beside it are rewritten")
+    mark.add_argument("--score", default="knn", help="the score of the loss x outlier-source table")
     args = parser.parse_args(argv)
+    if args.command == "mark":
+        return run_mark(args)
     if args.command == "paper-tables":
         return run_paper_tables(args)
     if args.command == "grid":
@@ -142,6 +149,26 @@ def run_paper_tables(args) -> None:
     for name, table in tables.items():
         if name not in ablations.evidence(tables):
             print(f"== {name}\n{table.to_string()}\n")
+
+
+def run_mark(args) -> None:
+    """Rewrite ``loss_grid<suffix>`` and ``scores_{near,far}<suffix>`` beside a saved grid's
+    ``metrics<suffix>.csv`` with the ``marks`` column (collapsed models, read against the grid's
+    own CE rows); the numbers are the saved run's, and each title keeps that run's command."""
+    from pathlib import Path
+
+    from .evaluation import mark_collapse
+
+    path = Path(args.metrics)
+    suffix = path.stem.removeprefix("metrics")
+    df = mark_collapse(pd.read_csv(path))
+    mark = f"Marks added by `python -m ood_lib mark {path.as_posix()}` (ID accuracy more than 3 points below CE's of the same seed)."
+    for stem, table in ((f"loss_grid{suffix}", report.loss_grid_table(df, args.score)),
+                        *((f"scores_{g}{suffix}", report.score_table(df, g)) for g in ("near", "far"))):
+        old = path.parent / f"{stem}.md"
+        title = old.read_text().split("\n")[0] if old.exists() else f"Tables of `{path.name}`."
+        report.write_table(table, path.parent, stem, f"{title.split(' Marks added by')[0]} {mark}")
+        print(f"== {stem}\n{table.to_string()}\n")
 
 
 def run_grid(args) -> None:

@@ -50,3 +50,23 @@ def evaluate_model(model: torch.nn.Module, train: ImageSet, id_set: ImageSet, oo
                    scores: tuple | None = None, **labels) -> pd.DataFrame:
     """:func:`score_sets` then :func:`metrics_table`: a trained model's tidy results."""
     return metrics_table(score_sets(model, train, id_set, ood_sets, cfg, outliers_x, scores), **labels)
+
+
+# A model whose ID accuracy is more than this below CE's (same seed, same split) has collapsed.
+COLLAPSE_BELOW_CE = 0.03
+
+
+def mark_collapse(df: pd.DataFrame, ce_acc: dict | None = None) -> pd.DataFrame:
+    """A copy of tidy rows with ``ID_acc_vs_ce`` (ID accuracy minus the CE model's of the same
+    seed) and ``collapsed`` (more than :data:`COLLAPSE_BELOW_CE` below it). ``ce_acc``:
+    ``{seed: CE ID accuracy}``; by default read from the rows' own ``ce`` / ``none`` model (a
+    saved grid's ``metrics*.csv``)."""
+    if ce_acc is None:
+        ce = df[(df.loss == "ce") & (df.generator == "none")]
+        if ce.empty:
+            raise ValueError("no CE rows (loss 'ce', generator 'none') to compare ID accuracy with")
+        ce_acc = ce.groupby("seed").ID_acc.first().to_dict()
+    df = df.copy()
+    df["ID_acc_vs_ce"] = df.ID_acc - df.seed.map(ce_acc)
+    df["collapsed"] = df.ID_acc_vs_ce < -COLLAPSE_BELOW_CE
+    return df

@@ -467,19 +467,12 @@ def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.D
     return df[cols + [c for c in df.columns if c not in cols]]
 
 
-# A model whose ID accuracy is more than this below CE's (same seed, same split) has collapsed.
-COLLAPSE_BELOW_CE = 0.03
-
-
 def mark_rows(profile: Profile, df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Adds the diagnostics every table shows beside a result: ``ID_acc_vs_ce`` (ID accuracy
-    minus the CE model's of the same seed), ``collapsed`` (more than :data:`COLLAPSE_BELOW_CE`
-    below CE) and ``outlier_check`` (the SD regime check of the model's SD outliers, "" for
-    other sources)."""
+    """Adds the diagnostics every table shows beside a result: ``ID_acc_vs_ce`` and ``collapsed``
+    (:func:`ood_lib.evaluation.mark_collapse`, against this profile's CE model of the same seed)
+    and ``outlier_check`` (the SD regime check of the model's SD outliers, "" for other sources)."""
     ce = {seed: score_sets(profile, "ce", seed, split, "none")["id_acc"] for seed in sorted(set(df.seed))}
-    df = df.copy()
-    df["ID_acc_vs_ce"] = df.ID_acc - df.seed.map(ce)
-    df["collapsed"] = df.ID_acc_vs_ce < -COLLAPSE_BELOW_CE
+    df = evaluation.mark_collapse(df, ce)
     regime = sd_regime(profile) if (df.generator == "sd").any() else None
     df["outlier_check"] = [regime_text(regime, short=True) if g == "sd" else "" for g in df.generator]
     df["copy_regime"] = [g == "sd" and regime["copy_regime"] for g in df.generator]

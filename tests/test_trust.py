@@ -221,3 +221,17 @@ def test_dod_alpha_rule_and_reweighting():
     assert torch.allclose(r["id"]["dod"], torch.tensor([6.5, 1.0])) and r["id"]["msp"] is dist
     with pytest.raises(ValueError, match="no votes"):
         pipeline.with_dod_alpha(scored, 2.0, 0.0)
+
+
+def test_collapse_is_read_against_the_ce_model_of_the_same_seed():
+    from ood_lib.evaluation import mark_collapse
+
+    df = pd.DataFrame({"loss": ["ce", "ce", "oe", "oe", "energy_oe"], "generator": ["none", "none", "sd", "sd", "sd"],
+                       "seed": [0, 1, 0, 1, 1], "ID_acc": [0.99, 0.95, 0.97, 0.91, 0.925]})
+    m = mark_collapse(df)
+    # 0.97 vs 0.99 is 2 points below CE (kept); 0.91 vs 0.95 is 4 points (collapsed); 0.925 vs 0.95 is 2.5
+    assert m.collapsed.tolist() == [False, False, False, True, False]
+    assert m.ID_acc_vs_ce.round(3).tolist() == [0.0, 0.0, -0.02, -0.04, -0.025]
+    assert mark_collapse(df.iloc[2:], {0: 0.99, 1: 0.95}).collapsed.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="no CE rows"):
+        mark_collapse(df.iloc[2:])
