@@ -51,6 +51,14 @@ def marks(df: pd.DataFrame, rows: list) -> pd.Series | None:
     return df.groupby(rows, sort=False)[list(df.columns)].apply(one)
 
 
+def _with_marks(table: pd.DataFrame, df: pd.DataFrame, rows: list, column="marks") -> pd.DataFrame:
+    """``table`` (indexed by ``rows``) with the :func:`marks` of ``df`` as its last column, when ``df`` has them."""
+    m = marks(df, rows)
+    if m is not None:
+        table[column] = m
+    return table
+
+
 def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
     """Rows generator × loss × score, columns (OOD set, metric); cells mean ± std (%) over seeds.
     OOD sets are ordered near first, then far, as they appear in ``df``."""
@@ -62,10 +70,7 @@ def summary_table(df: pd.DataFrame, metrics=("AUROC", "FPR95")) -> pd.DataFrame:
     cells = cells.reindex(columns=pd.MultiIndex.from_product([order, list(metrics)]))
     acc = df.groupby(rows, sort=False)["ID_acc"].agg(mean_std)
     cells[("ID", "acc")] = acc
-    m = marks(df, rows)
-    if m is not None:
-        cells[("", "marks")] = m
-    return cells
+    return _with_marks(cells, df, rows, ("", "marks"))
 
 
 def compact_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -77,11 +82,7 @@ def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     per_seed.columns = [f"{group} {metric}" for metric, group in per_seed.columns]
     per_seed["ID acc"] = df.groupby([*rows, "seed"], sort=False)["ID_acc"].first()
     cols = [c for c in ("near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc") if c in per_seed.columns]
-    table = per_seed[cols].groupby(rows, sort=False).agg(mean_std)
-    m = marks(df, rows)
-    if m is not None:
-        table["marks"] = m
-    return table
+    return _with_marks(per_seed[cols].groupby(rows, sort=False).agg(mean_std), df, rows)
 
 
 def loss_grid_table(df: pd.DataFrame, score: str = "knn") -> pd.DataFrame:
@@ -103,10 +104,7 @@ def score_table(df: pd.DataFrame, group: str = "near", metric: str = "AUROC") ->
     order = list(dict.fromkeys(zip(df.generator, df.loss)))
     cells = cells.reindex(index=pd.MultiIndex.from_tuples(order, names=rows),
                           columns=[s for s in SCORES if s in cells.columns])
-    m = marks(df, rows)
-    if m is not None:
-        cells["marks"] = m
-    return cells.fillna("")
+    return _with_marks(cells, df, rows).fillna("")
 
 
 def write_grid(df: pd.DataFrame, outdir: Path, stem: str, score: str, command: str) -> pd.DataFrame:
@@ -252,10 +250,7 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     marks (collapse, SD regime check) of each model."""
     near = df[df.ood_group == "near"]
     table = (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score")
-    m = marks(df, ["setting", "loss"])
-    if m is not None:
-        table["marks"] = m
-    return table.reset_index()
+    return _with_marks(table, df, ["setting", "loss"]).reset_index()
 
 
 # ---------------------------------------------------------------------------
