@@ -49,9 +49,11 @@ PAPERS = {
                 "tables": ["paper3_table2_S_w", "paper3_table3_voting", "paper3_table4_sd_as_test"]},
 }
 
-# Paper 3's grids (Yoon et al., Tables 2 and 3).
-SD_S = (50, 80, 100, 150, 200)
-SD_W = (2.0, 3.0, 4.0)
+# Paper 3's Table 2 grid (Yoon et al.: S in 50..200, w in {2, 3, 4}), extended to where the
+# class changes on ``digits`` (S up to 600: ``results/digits/sd_sweep_val_screen.md``) and to w = 1,
+# so that the table shows the copy regime and its way out (the regime column says which is which).
+SD_S = (50, 100, 150, 200, 300, 400, 500, 600)
+SD_W = (1.0, 2.0, 3.0, 4.0)
 
 METRIC_LOSSES = ("arcface", "cosface", "supcon", "proxyanchor")
 # Paper 1 scores each family as the paper does: max softmax probability for softmax models,
