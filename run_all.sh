@@ -5,12 +5,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 usage() {
   cat <<'TXT'
-Usage: ./run_all.sh [--profile NAME] [--full] [--test] [--refresh-notebooks] [--help]
+Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--refresh-notebooks] [--help]
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
   --profile NAME       smoke (minutes) | digits (default, under 30 min on 2 CPU cores) |
                        cifar10 (GPU hours; data: README) | cifar10_smoke (the cifar10 code path, minutes)
+  --config FILE.toml   your own dataset and sizes (README: "Use your own data"); results go to
+                       results/<the config's name>/
   --full               also the optional, costly parts of the notebooks (their `full` parameter):
                        every loss x outlier source over the profile's seeds (06, 07: 81 models on
                        digits), the papers' full grids (08, 09: SD timestep x guidance, OAL
@@ -19,8 +21,8 @@ Usage: ./run_all.sh [--profile NAME] [--full] [--test] [--refresh-notebooks] [--
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
-Environment: OOD_CACHE (artefact cache, default .cache/), OOD_DATA_ROOT (optional data,
-default ../shared/data), OOD_DOWNLOAD=1 (let torchvision download the cifar10 sets into it),
+Environment: OOD_CACHE (artefact cache, default .cache/), OOD_RESULTS (default results/),
+OOD_DATA_ROOT (optional data, default ../shared/data), OOD_DOWNLOAD=1 (let torchvision download the cifar10 sets into it),
 PYTHON (interpreter used to create .venv, default python3).
 TXT
 }
@@ -32,6 +34,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
+    --config) profile="$(realpath "${2:?--config needs a .toml file}")"; shift 2 ;;
+    --config=*) profile="$(realpath "${1#*=}")"; shift ;;
     --full) full=True; shift ;;
     --test) mode=test; shift ;;
     --refresh-notebooks) mode=refresh; shift ;;
@@ -75,22 +79,28 @@ PY
     done
     ;;
   run)
-    export TQDM_DISABLE=1
-    out="results/$profile"
+    # Check the profile, its settings and its data before anything runs or is written.
+    name="$(python -m ood_lib check --profile "$profile")" || exit 2
+    export OOD_PROGRESS=log   # progress bars as plain lines, at most one per bar every 30 s
+    out="${OOD_RESULTS:-results}/$name"
     mkdir -p "$out/notebooks"
     timings="$out/timings_last_run.tsv"
     printf 'notebook\tseconds\n' > "$timings.tmp"
     total_start=$(date +%s)
     for nb in notebooks/[0-9][0-9]_*.ipynb; do
-      name="$(basename "$nb")"
-      echo "== $name (profile $profile)"
+      nb_name="$(basename "$nb")"
+      echo "== $nb_name (profile $name)"
       t0=$(date +%s)
       params=(-p profile "$profile")
       grep -q '"full = ' "$nb" && params+=(-p full "$full")
-      papermill --cwd notebooks -k python3 "${params[@]}" "$nb" "$out/notebooks/$name" \
+      # A line every minute with the notebook's elapsed time, while it runs.
+      ( while sleep 60; do echo "   ... $nb_name: $(( $(date +%s) - t0 )) s"; done ) &
+      ticker=$!
+      papermill --cwd notebooks -k python3 "${params[@]}" "$nb" "$out/notebooks/$nb_name" \
         --no-progress-bar --log-output \
-        || { echo "run_all.sh: $name failed; its executed copy is $out/notebooks/$name" >&2; exit 1; }
-      printf '%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$timings.tmp"
+        || { kill $ticker; echo "run_all.sh: $nb_name failed; its executed copy is $out/notebooks/$nb_name" >&2; exit 1; }
+      kill $ticker
+      printf '%s\t%s\n' "$nb_name" "$(( $(date +%s) - t0 ))" >> "$timings.tmp"
     done
     printf 'total\t%s\n' "$(( $(date +%s) - total_start ))" >> "$timings.tmp"
     mv "$timings.tmp" "$timings"

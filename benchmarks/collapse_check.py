@@ -46,7 +46,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ood_lib.config import get_profile  # noqa: E402
-from ood_lib.data import load_digits  # noqa: E402
+from ood_lib.data import load_benchmark  # noqa: E402
 from ood_lib.evaluation import score_sets  # noqa: E402
 from ood_lib.metrics import auroc  # noqa: E402
 from ood_lib.train import ce_energy_margins, load_classifier, train_classifier  # noqa: E402
@@ -106,7 +106,7 @@ def main(argv=None):
     torch.set_num_threads(1)
 
     prof = get_profile("digits", **({"clf": {"epochs": args.epochs}} if args.epochs else {}))
-    b = load_digits(prof.data, verbose=False)
+    b = load_benchmark(prof.data, verbose=False)
     x, y = b.id_train.x, b.id_train.y
     store = Path(args.store)
     store.parent.mkdir(parents=True, exist_ok=True)

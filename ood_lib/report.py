@@ -4,6 +4,8 @@ Tables show percentages, mean ± std over seeds (just the mean for one seed).
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,14 +14,15 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .artifacts import REPO_ROOT
+from .artifacts import project_root
 from .data import Benchmark
 
 
 
 def results_dir(profile_name: str) -> Path:
-    """``results/<profile>/`` in the repository (``results/smoke`` is git-ignored)."""
-    path = REPO_ROOT / "results" / profile_name
+    """``$OOD_RESULTS/<profile>/``, else ``results/<profile>/`` in :func:`~ood_lib.artifacts.project_root`
+    (``results/smoke`` is git-ignored)."""
+    path = Path(os.environ.get("OOD_RESULTS", project_root() / "results")).expanduser() / profile_name
     (path / "figures").mkdir(parents=True, exist_ok=True)
     return path
 

@@ -23,7 +23,16 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 
 def progress(iterable=None, main: bool = True, **kwargs):
-    """tqdm bar, off when ``TQDM_DISABLE=1`` (tests) or on non-main processes."""
+    """tqdm bar, off when ``TQDM_DISABLE=1`` (tests) or on non-main processes. With
+    ``OOD_PROGRESS=log`` (``./run_all.sh``, whose log is often a file) a plain-text bar
+    that writes a line at most every 30 s, so a log stays readable."""
     if not main or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
         kwargs["disable"] = True
+    if os.environ.get("OOD_PROGRESS") == "log":
+        import sys
+
+        from tqdm import tqdm as text_tqdm
+
+        kwargs = {"mininterval": 30, "ascii": True, "file": sys.stdout, "leave": True, **kwargs}
+        return text_tqdm(iterable, **kwargs)
     return tqdm(iterable, **kwargs)

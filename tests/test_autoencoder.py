@@ -7,7 +7,7 @@ from ood_lib.autoencoder import (build_autoencoder, decode, encode, from_ae_spac
                                  from_pretrained_autoencoder, load_autoencoder, reconstruction_error,
                                  to_ae_space, train_autoencoder)
 from ood_lib.config import AutoencoderConfig, DataConfig
-from ood_lib.data import load_digits
+from ood_lib.data import load_benchmark
 
 TINY = dataclasses.replace(AutoencoderConfig(), block_out_channels=(8, 16, 16), steps=150, batch_size=16,
                            checkpoint_every=50)
@@ -26,7 +26,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_digits(DataConfig(n_train_per_class=30, n_val_per_class=10, n_test_per_class=20,
+    return load_benchmark(DataConfig(n_train_per_class=30, n_val_per_class=10, n_test_per_class=20,
                                   n_near_val_per_class=10, n_near_test_per_class=20, n_far=40), verbose=False)
 
 

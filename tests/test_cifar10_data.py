@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ood_lib.config import Cifar10DataConfig, DataConfig
-from ood_lib.data import (CIFAR10_CLASSES, CIFAR10_SETS, DOWNLOADS, _to_rgb32, data_root,
-                          describe_locations, load_benchmark, load_cifar10)
+from ood_lib.config import DataConfig
+from ood_lib.data import (CIFAR10_CLASSES, CIFAR10_SETS, DOWNLOADS, _to_array, data_root,
+                          describe_locations, load_benchmark)
 
-SMALL = Cifar10DataConfig(n_train_per_class=8, n_val_per_class=2, n_test_per_class=3, n_near_val=2, n_ood=5)
+SMALL = DataConfig(dataset="cifar10", n_train_per_class=8, n_val_per_class=2, n_test_per_class=3, n_near_val=2, n_far=5)
 N_TRAIN, N_TEST = 12, 4                      # fabricated CIFAR-10 images per class
 OOD_NAMES = [n for n, (g, _) in CIFAR10_SETS.items() if g != "id"]
 
@@ -156,7 +156,7 @@ def full_root(tmp_path, monkeypatch):
 
 
 def test_id_splits_are_stratified_exact_and_deterministic(full_root):
-    b = load_cifar10(SMALL, verbose=False)
+    b = load_benchmark(SMALL, verbose=False)
     assert b.name == "cifar10" and b.classes == list(CIFAR10_CLASSES) and b.n_classes == 10
     (x, y), (xt, yt) = CIFAR_TRAIN, CIFAR_TEST
     for s, n in ((b.id_train, 8), (b.id_val, 2), (b.id_test, 3)):
@@ -168,23 +168,23 @@ def test_id_splits_are_stratified_exact_and_deterministic(full_root):
     assert b.id_train.y.tolist() == y[tr].tolist() and b.id_val.y.tolist() == y[va].tolist()
     assert b.id_test.y.tolist() == yt[te].tolist()
     assert tr == sorted(tr) and len(set(tr)) == len(tr) and not set(tr) & set(va)
-    again = load_cifar10(SMALL, verbose=False)
+    again = load_benchmark(SMALL, verbose=False)
     assert torch.equal(b.id_train.x, again.id_train.x) and torch.equal(b.id_test.x, again.id_test.x)
     assert torch.equal(b.ood_test["tin"].x, again.ood_test["tin"].x)
-    other = load_cifar10(dataclasses.replace(SMALL, seed=1), verbose=False)
+    other = load_benchmark(dataclasses.replace(SMALL, seed=1), verbose=False)
     assert set(_index_of(x, other.id_train.x)) != set(tr)
 
 
 def test_ood_suite_groups_caps_and_pixels(full_root):
     root, ood = full_root
-    b = load_cifar10(SMALL, verbose=False)
+    b = load_benchmark(SMALL, verbose=False)
     assert b.skipped == {}
     assert list(b.ood_test) == OOD_NAMES == ["cifar100", "tin", "mnist", "svhn", "textures", "places365"]
     assert {n: s.group for n, s in b.ood_test.items()} == {
         "cifar100": "near", "tin": "near", "mnist": "far", "svhn": "far", "textures": "far", "places365": "far"}
     for s in [*b.ood_test.values(), *b.ood_val.values()]:
         _check_set(s)
-    assert {n: len(s) for n, s in b.ood_test.items()} == {n: 5 for n in OOD_NAMES}   # n_ood cap
+    assert {n: len(s) for n, s in b.ood_test.items()} == {n: 5 for n in OOD_NAMES}   # n_far cap
     for name in ("cifar100", "svhn", "places365"):          # lossless sources: exact pixels, sorted subset
         idx = _index_of(ood[name], b.ood_test[name].x)
         assert idx == sorted(set(idx))
@@ -211,10 +211,10 @@ def test_resize_is_shorter_side_then_centre_crop():
     """OpenOOD's test transform: Resize(32) (shorter side) then CenterCrop(32)."""
     cols = np.tile(np.arange(64, dtype=np.uint8) * 3, (32, 1))           # 32 rows x 64 columns
     img = Image.fromarray(np.stack([cols, cols, cols], axis=-1))
-    out = _to_rgb32(img)
+    out = _to_array(img)
     assert out.shape == (3, 32, 32) and out.dtype == np.uint8
     assert np.array_equal(out[0], cols[:, 16:48])
-    assert _to_rgb32(Image.new("L", (28, 28), 77)).shape == (3, 32, 32)
+    assert _to_array(Image.new("L", (28, 28), 77)).shape == (3, 32, 32)
 
 
 def test_every_cifar10_format_gives_the_same_benchmark(tmp_path, monkeypatch):
@@ -225,7 +225,7 @@ def test_every_cifar10_format_gives_the_same_benchmark(tmp_path, monkeypatch):
         root.mkdir()
         write(root)
         monkeypatch.setenv("OOD_DATA_ROOT", str(root))
-        loaded[fmt] = load_cifar10(SMALL, verbose=False)
+        loaded[fmt] = load_benchmark(SMALL, verbose=False)
     targz = tmp_path / "targz"
     assert loaded["targz"].sources["cifar10"] == f"{targz / 'cifar10-train.tar.gz'} | {targz / 'cifar10-test.tar.gz'}"
     for split in ("id_train", "id_val", "id_test"):
@@ -239,7 +239,7 @@ def test_every_cifar10_format_gives_the_same_benchmark(tmp_path, monkeypatch):
 def test_missing_ood_sets_are_skipped_with_reasons(tmp_path, monkeypatch, capsys):
     write_cifar10_pickles(tmp_path)
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
-    b = load_cifar10(SMALL, verbose=True)
+    b = load_benchmark(SMALL, verbose=True)
     assert b.ood_test == {} and b.ood_val == {} and list(b.skipped) == OOD_NAMES
     assert "svhn/test_32x32.mat" in b.skipped["svhn"] and "OOD_DATA_ROOT" in b.skipped["svhn"]
     assert "OOD_DOWNLOAD=1" in b.skipped["svhn"] and "OOD_DOWNLOAD" not in b.skipped["tin"]
@@ -250,7 +250,7 @@ def test_missing_ood_sets_are_skipped_with_reasons(tmp_path, monkeypatch, capsys
 def test_missing_cifar10_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
     with pytest.raises(FileNotFoundError) as err:
-        load_cifar10(SMALL, verbose=False)
+        load_benchmark(SMALL, verbose=False)
     msg = str(err.value)
     for part in ("CIFAR-10", "cifar-10-batches-py", "cifar10-jpeg-train.tar.gz", str(tmp_path),
                  "OOD_DATA_ROOT", "OOD_DOWNLOAD=1"):
@@ -261,10 +261,10 @@ def test_bad_class_folder_and_oversized_split_are_errors(tmp_path, monkeypatch):
     write_cifar10_folder(tmp_path)
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
     with pytest.raises(ValueError, match="n_train_per_class"):
-        load_cifar10(dataclasses.replace(SMALL, n_train_per_class=11), verbose=False)
+        load_benchmark(dataclasses.replace(SMALL, n_train_per_class=11), verbose=False)
     (tmp_path / "cifar10" / "train" / "cat").rename(tmp_path / "cifar10" / "train" / "kitten")
     with pytest.raises(ValueError, match="kitten"):
-        load_cifar10(SMALL, verbose=False)
+        load_benchmark(SMALL, verbose=False)
 
 
 def test_downloads_only_with_ood_download(tmp_path, monkeypatch):
@@ -292,10 +292,10 @@ def test_downloads_only_with_ood_download(tmp_path, monkeypatch):
     monkeypatch.setattr(tvd, "SVHN", FakeSVHN)
     write_cifar10_pickles(tmp_path)
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
-    b = load_cifar10(SMALL, verbose=False)
+    b = load_benchmark(SMALL, verbose=False)
     assert calls == [] and "svhn" in b.skipped                       # OOD_DOWNLOAD unset: nothing runs
     monkeypatch.setenv("OOD_DOWNLOAD", "1")
-    b = load_cifar10(SMALL, verbose=False)
+    b = load_benchmark(SMALL, verbose=False)
     assert sorted(n for n, _ in calls) == sorted(["CIFAR100", "MNIST", "SVHN", "DTD", "Places365"])
     assert torch.all(b.ood_test["svhn"].x == 9 / 255) and len(b.ood_test["svhn"]) == 3
     assert b.sources["svhn"] == str(tmp_path / "svhn" / "test_32x32.mat")
@@ -310,7 +310,7 @@ def test_describe_locations_lists_every_candidate():
         assert all(loc.path in text for loc in locations)
 
 
-def test_load_benchmark_dispatches_on_config(tmp_path, monkeypatch):
+def test_load_benchmark_dispatches_on_dataset(tmp_path, monkeypatch):
     write_cifar10_pickles(tmp_path)
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
     c = load_benchmark(SMALL, verbose=False)
@@ -319,12 +319,8 @@ def test_load_benchmark_dispatches_on_config(tmp_path, monkeypatch):
                                   n_near_val_per_class=2, n_near_test_per_class=2, n_far=3), verbose=False)
     assert d.name == "digits" and d.id_train.x.shape == (30, 1, 28, 28)
 
-    @dataclasses.dataclass(frozen=True)
-    class ImageNetConfig:
-        dataset: str = "imagenet"
-
-    with pytest.raises(ValueError, match="imagenet.*digits.*cifar10"):
-        load_benchmark(ImageNetConfig())
+    with pytest.raises(KeyError, match="imagenet.*cifar10.*digits.*register_dataset"):
+        load_benchmark(DataConfig(dataset="imagenet"))
 
 
 # --------------------------------------------------------------------------- ../shared/data
@@ -335,8 +331,8 @@ OFFLINE = ("cifar10-jpeg-train.tar.gz", "cifar10-jpeg-test.tar.gz", "tinyimagene
 @pytest.mark.skipif(not all((data_root() / f).exists() for f in OFFLINE),
                     reason=f"offline data ({', '.join(OFFLINE)}) not under {data_root()}")
 def test_offline_shared_data():
-    cfg = Cifar10DataConfig(n_train_per_class=3, n_val_per_class=1, n_test_per_class=2, n_near_val=5, n_ood=10)
-    b = load_cifar10(cfg, verbose=False)
+    cfg = DataConfig(dataset="cifar10", n_train_per_class=3, n_val_per_class=1, n_test_per_class=2, n_near_val=5, n_far=10)
+    b = load_benchmark(cfg, verbose=False)
     assert torch.bincount(b.id_train.y, minlength=10).tolist() == [3] * 10
     assert torch.bincount(b.id_val.y, minlength=10).tolist() == [1] * 10
     assert torch.bincount(b.id_test.y, minlength=10).tolist() == [2] * 10

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ood_lib.config import DataConfig
-from ood_lib.data import OOD_SETS, data_root, get_ood_set, load_digits, load_idx_folder, read_idx
+from ood_lib.data import data_root, get_ood_set, load_benchmark, load_idx_folder, ood_catalogue, read_idx
 
 SMALL = DataConfig(n_train_per_class=20, n_val_per_class=5, n_test_per_class=10,
                    n_near_val_per_class=5, n_near_test_per_class=10, n_far=12)
@@ -14,7 +14,7 @@ SMALL = DataConfig(n_train_per_class=20, n_val_per_class=5, n_test_per_class=10,
 
 def test_digits_splits_are_stratified_disjoint_and_deterministic(monkeypatch, tmp_path):
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))  # no optional sets
-    b = load_digits(SMALL, verbose=False)
+    b = load_benchmark(SMALL, verbose=False)
     assert b.classes == ["0", "1", "2", "3", "4", "5"]
     assert torch.bincount(b.id_train.y).tolist() == [20] * 6
     assert torch.bincount(b.id_test.y).tolist() == [10] * 6
@@ -22,7 +22,7 @@ def test_digits_splits_are_stratified_disjoint_and_deterministic(monkeypatch, tm
     flat = lambda s: {tuple(v) for v in (s.x.flatten(1) * 255).round().int().tolist()}  # noqa: E731
     assert not flat(b.id_train) & flat(b.id_test) and not flat(b.id_val) & flat(b.id_test)
     assert not flat(b.ood_val["digits_6to9"]) & flat(b.ood_test["digits_6to9"])
-    again = load_digits(SMALL, verbose=False)
+    again = load_benchmark(SMALL, verbose=False)
     assert torch.equal(b.id_train.x, again.id_train.x)
     for s in [b.id_train, *b.ood_test.values()]:
         assert s.x.shape[1:] == (1, 28, 28) and s.x.dtype == torch.float32
@@ -34,8 +34,8 @@ def test_digits_splits_are_stratified_disjoint_and_deterministic(monkeypatch, tm
 
 def test_unknown_ood_set_lists_valid_names():
     with pytest.raises(KeyError) as err:
-        get_ood_set("svhn", 10)
-    for name in OOD_SETS:
+        get_ood_set("nope", 10)
+    for name in ood_catalogue():
         assert name in str(err.value)
 
 
@@ -62,6 +62,6 @@ def test_idx_reader_on_fabricated_files(tmp_path):
 @pytest.mark.skipif(not (data_root() / "notmnist-test").exists(), reason="../shared/data not present")
 def test_optional_sets_from_shared_data():
     s = get_ood_set("notmnist", 50)
-    assert len(s) == 50 and s.group == "far" and s.x.shape[1:] == (1, 28, 28)
-    m = get_ood_set("mnist_test_6to9", 30)
-    assert m.group == "near" and len(m) == 30
+    assert len(s) == 50 and s.x.shape[1:] == (1, 28, 28)
+    m = get_ood_set("mnist_test_heldout", 30, held=["6", "7", "8", "9"])
+    assert len(m) == 30

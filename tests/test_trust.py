@@ -68,8 +68,10 @@ def _perturbed(profile, section, name):
     value = getattr(getattr(profile, section), name)
     if isinstance(value, bool):
         new = not value
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, int):
         new = value + 1
+    elif isinstance(value, float):
+        new = value * 0.9 if value else 0.1      # stays in range (probabilities, 0 <= lam_low <= lam_high <= 1)
     elif isinstance(value, tuple):
         new = value + value[-1:]
     else:
