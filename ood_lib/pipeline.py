@@ -27,13 +27,9 @@ from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers, semantic_discrepant)
 from .scores import SCORES, msp
-from .train import (LOSSES, NEEDS_OUTLIERS, OAL_LOSSES, load_classifier, loss_family, needs_teacher, oal_teacher,
+from .train import (LOSSES, OAL_LOSSES, load_classifier, needs_teacher, oal_teacher,
                     train_classifier)
 
-# The outlier source a loss trains with unless told otherwise.
-DEFAULT_GENERATOR = {"ce": "none", "oe": "sd", "energy_oe": "sd", "sd_three_head": "sd", "oal": "latent",
-                     "oal_source_paired": "latent",
-                     "arcface": "none", "cosface": "none", "supcon": "none", "proxyanchor": "none"}
 OUTLIER_SOURCES = ("none", *GENERATORS)
 LABEL_SOURCES = ("true", "pseudo")
 
@@ -63,7 +59,7 @@ STAGES = {s.name: s for s in (
     Stage("sd_outliers", 1, ("sd",)),
     Stage("mixup_outliers", 1, ("mixup",)),
     Stage("latent_outliers", 1, ("latent",)),
-    Stage("classifier", 1, _CLF_COMMON),                       # plus the fields its loss reads (LOSS_FIELDS)
+    Stage("classifier", 1, _CLF_COMMON),                       # plus the fields its loss reads (Loss.fields)
     Stage("scores", 1, ("scores",)),
     Stage("conditional_accuracy", 1, ("mixup.stride", "sd.clip_sample")),
     Stage("sd_regime_screen", 2, ("sd.S", "sd.w", "sd.stride", "sd.clip_sample", "sd.seed")),
@@ -335,10 +331,10 @@ def _run(loss: str, generator: str | None) -> tuple[str, str]:
     """Validate a (loss, outlier source) pair; ``None`` picks the loss's default source."""
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
-    generator = DEFAULT_GENERATOR[loss] if generator is None else generator
+    generator = LOSSES[loss].outliers if generator is None else generator
     if generator not in OUTLIER_SOURCES:
         raise KeyError(f"unknown outlier source {generator!r}; valid: {list(OUTLIER_SOURCES)}")
-    if generator == "none" and loss in NEEDS_OUTLIERS:
+    if generator == "none" and LOSSES[loss].needs_outliers:
         raise ValueError(f"loss {loss!r} trains on outliers: pick a generator from {list(GENERATORS)}")
     if loss == "ce" and generator != "none":
         raise ValueError("cross-entropy ignores outliers: use generator 'none' (or loss 'oe' to train on outliers)")
@@ -370,10 +366,10 @@ DEFAULT_RUNS = (("ce", "none"), ("oe", "sd"), ("oe", "mixup"), ("oe", "latent"),
 
 
 def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None = None) -> dict:
-    """The classifier's cache key: only the config fields its loss reads (``LOSS_FIELDS``),
+    """The classifier's cache key: only the config fields its loss reads (``LOSSES[loss].fields``),
     and the key of its outlier set."""
     loss, generator = _run(loss, generator)
-    used = LOSS_FIELDS.get(loss_family(loss), ())
+    used = LOSSES[loss].fields
     if generator == "none":
         used = tuple(f for f in used if f not in ("oe_lambda", "outlier_batch_size"))
     stage = dataclasses.replace(STAGES["classifier"], reads=STAGES["classifier"].reads + tuple(f"clf.{f}" for f in used))
@@ -389,7 +385,7 @@ def classifier_key(profile: Profile, loss: str, seed: int, generator: str | None
 def classifier(profile: Profile, loss: str, seed: int = 0, generator: str | None = None) -> dict:
     """Train (or load) a classifier with ``loss`` (``ood_lib.train.LOSSES``) on the ID training
     split plus the outliers of ``generator`` ("none", "sd", "mixup", "latent"; default
-    ``DEFAULT_GENERATOR[loss]``)."""
+    ``LOSSES[loss].outliers``)."""
     loss, generator = _run(loss, generator)
     b = benchmark(profile)
 

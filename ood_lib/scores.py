@@ -4,6 +4,8 @@ Post-hoc scores read a trained model's outputs (logits, penultimate features, an
 extra heads of metric and three-head models); some are fitted on the ID training set
 first (k-NN bank, class means and covariance, ViM's principal space, DOD's joint bank).
 :class:`ScoreSuite` fits every score that applies to a model and scores any image set.
+Each score is one :class:`Score` entry of :data:`SCORES`; :func:`register_score` adds yours
+(README: "Add a score or a loss").
 
 =================  ===========================================================  ===================
 name               definition (higher = more OOD)                                applies to
@@ -23,6 +25,10 @@ name               definition (higher = more OOD)                               
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
 import faiss
 import numpy as np
 import torch
@@ -30,10 +36,6 @@ import torch.nn.functional as F
 
 from .config import ScoreConfig
 from .models import model_outputs
-
-SCORES = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "knn", "vim", "cosine_proxy", "sd_binary",
-          "dod_distance", "dod")
-
 
 # ---------------------------------------------------------------------------- logit scores
 def msp(logits: torch.Tensor) -> torch.Tensor:
@@ -203,19 +205,74 @@ class DODScorer:
         return self.distance(feats) + self.alpha * self.votes(feats)
 
 
+# ---------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Score:
+    """One OOD score (higher = more OOD) as a registry entry (:func:`register_score`).
+
+    ``compute(ctx)`` returns one value per image from ``ctx.out`` (the model's outputs for the
+    images: ``logits``, ``features``, and ``embeddings`` / ``bin`` when the model has them),
+    ``ctx.x`` (the images), ``ctx.model``, ``ctx.cfg`` (:class:`ScoreConfig`) and ``ctx.state``
+    (what ``fit`` returned). ``fit(ctx)``, optional, runs once per model on the ID training set:
+    ``ctx.train`` (its outputs), ``ctx.train_y``, ``ctx.outliers`` (the outputs of the synthetic
+    outliers the model trained with, or ``None``), ``ctx.model``, ``ctx.cfg``.
+    ``applies(model, has_outliers)`` says which models the score needs."""
+
+    name: str
+    compute: Callable[[SimpleNamespace], torch.Tensor]
+    fit: Callable[[SimpleNamespace], Any] | None = None
+    applies: Callable[[torch.nn.Module, bool], bool] = lambda model, has_outliers: True
+    reference: str = ""
+
+
+SCORES: dict[str, Score] = {}
+
+
+def register_score(score: Score, replace: bool = False) -> Score:
+    """Add a score to every suite (``ScoreSuite``, the pipeline's tables)."""
+    if score.name in SCORES and not replace:
+        raise ValueError(f"score {score.name!r} is already registered (replace=True to replace it)")
+    SCORES[score.name] = score
+    return score
+
+
+def _linear_head(model, has_outliers):
+    return isinstance(getattr(model, "head", None), torch.nn.Linear)
+
+
+for _score in (
+    Score("msp", lambda c: msp(c.out["logits"]), reference="Hendrycks & Gimpel 2017"),
+    Score("maxlogit", lambda c: max_logit(c.out["logits"]), reference="Hendrycks et al. 2022"),
+    Score("energy", lambda c: energy(c.out["logits"]), reference="Liu et al. 2020"),
+    Score("odin", lambda c: odin(c.model, c.x, c.cfg.odin_temperature, c.cfg.odin_epsilon),
+          reference="Liang et al. 2018"),
+    Score("mahalanobis", lambda c: c.state(c.out["features"]),
+          fit=lambda c: MahalanobisScorer(c.train["features"], c.train_y), reference="Lee et al. 2018"),
+    Score("knn", lambda c: c.state(c.out["features"]), fit=lambda c: KNNScorer(c.train["features"], c.cfg.knn_k),
+          reference="Sun et al. 2022"),
+    Score("vim", lambda c: c.state(c.out["features"], c.out["logits"]),
+          fit=lambda c: ViMScorer(c.train["features"], c.model.head.weight.detach().cpu(),
+                                  c.model.head.bias.detach().cpu(), c.cfg.vim_dim, train_logits=c.train["logits"]),
+          applies=_linear_head, reference="Wang et al. 2022"),
+    Score("cosine_proxy", lambda c: cosine_to_proxy(c.out["embeddings"], c.state),
+          fit=lambda c: c.model.metric.class_weights().detach().cpu(),
+          applies=lambda model, has_outliers: hasattr(model, "metric"), reference="Wahd 2024"),
+    Score("sd_binary", lambda c: binary_head(c.out["bin"]),
+          applies=lambda model, has_outliers: "bin" in getattr(model, "heads", {}), reference="Yoon et al. 2024"),
+    Score("dod_distance", lambda c: c.state.distance(c.out["features"]),
+          fit=lambda c: DODScorer(c.train["features"], None, c.cfg.dod_k, c.cfg.dod_alpha),
+          reference="Yoon et al. 2024, distance term"),
+    Score("dod", lambda c: c.state(c.out["features"]),
+          fit=lambda c: DODScorer(c.train["features"], c.outliers["features"], c.cfg.dod_k, c.cfg.dod_alpha),
+          applies=lambda model, has_outliers: has_outliers, reference="Yoon et al. 2024"),
+):
+    register_score(_score)
+
+
 # ---------------------------------------------------------------------------- the suite
 def applicable_scores(model: torch.nn.Module, has_outliers: bool = False) -> tuple[str, ...]:
     """The names in :data:`SCORES` that apply to ``model`` (see the table in the module docstring)."""
-    skip = set()
-    if not isinstance(getattr(model, "head", None), torch.nn.Linear):
-        skip.add("vim")
-    if not hasattr(model, "metric"):
-        skip.add("cosine_proxy")
-    if "bin" not in getattr(model, "heads", {}):
-        skip.add("sd_binary")
-    if not has_outliers:
-        skip.add("dod")
-    return tuple(s for s in SCORES if s not in skip)
+    return tuple(name for name, s in SCORES.items() if s.applies(model, has_outliers))
 
 
 class ScoreSuite:
@@ -235,20 +292,9 @@ class ScoreSuite:
         has_outliers = outliers_x is not None and len(outliers_x) > 0
         self.names = tuple(s for s in applicable_scores(model, has_outliers) if scores is None or s in scores)
         self.model, self.cfg = model, cfg
-        train = model_outputs(model, train_x)
-        if "knn" in self.names:
-            self.knn = KNNScorer(train["features"], cfg.knn_k)
-        if "mahalanobis" in self.names:
-            self.mahalanobis = MahalanobisScorer(train["features"], train_y)
-        if "vim" in self.names:
-            head = model.head
-            self.vim = ViMScorer(train["features"], head.weight.detach().cpu(), head.bias.detach().cpu(),
-                                 cfg.vim_dim, train_logits=train["logits"])
-        if "dod" in self.names or "dod_distance" in self.names:
-            bank = model_outputs(model, outliers_x)["features"] if "dod" in self.names else None
-            self.dod = DODScorer(train["features"], bank, cfg.dod_k, cfg.dod_alpha)
-        if "cosine_proxy" in self.names:
-            self.proxies = model.metric.class_weights().detach().cpu()
+        fit = SimpleNamespace(model=model, cfg=cfg, train=model_outputs(model, train_x), train_y=train_y,
+                              outliers=model_outputs(model, outliers_x) if has_outliers else None)
+        self.state = {name: SCORES[name].fit(fit) for name in self.names if SCORES[name].fit}
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.score(x)[0]
@@ -257,18 +303,6 @@ class ScoreSuite:
         """``({name: scores}, model outputs)``: the outputs (:func:`model_outputs`) give the
         logits for ID accuracy and the features for figures without a second pass."""
         out = model_outputs(self.model, x)
-        logits, feats = out["logits"], out["features"]
-        compute = {
-            "msp": lambda: msp(logits),
-            "maxlogit": lambda: max_logit(logits),
-            "energy": lambda: energy(logits),
-            "odin": lambda: odin(self.model, x, self.cfg.odin_temperature, self.cfg.odin_epsilon),
-            "mahalanobis": lambda: self.mahalanobis(feats),
-            "knn": lambda: self.knn(feats),
-            "vim": lambda: self.vim(feats, logits),
-            "cosine_proxy": lambda: cosine_to_proxy(out["embeddings"], self.proxies),
-            "sd_binary": lambda: binary_head(out["bin"]),
-            "dod_distance": lambda: self.dod.distance(feats),
-            "dod": lambda: self.dod(feats),
-        }
-        return {name: compute[name]().float() for name in self.names}, out
+        ctx = SimpleNamespace(model=self.model, cfg=self.cfg, x=x, out=out)
+        return {name: SCORES[name].compute(SimpleNamespace(**vars(ctx), state=self.state.get(name))).float()
+                for name in self.names}, out

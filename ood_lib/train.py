@@ -7,7 +7,9 @@ same loss curve as an uninterrupted one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -15,7 +17,7 @@ from accelerate import Accelerator
 from .artifacts import atomic_save, safe_load
 import torch.nn.functional as F
 
-from .config import ClassifierConfig
+from .config import LOSS_FIELDS, ClassifierConfig
 from torch.func import functional_call
 
 from .losses import (CLUB, ENERGY_MARGIN_RULES, METRIC_LOSSES, distillation_loss, energy_margins, energy_oe,
@@ -25,15 +27,42 @@ from .runtime import progress, seed_everything
 
 # "oal": OAL as its authors train it; "oal_source_paired": this library's earlier variant (see oal_loss).
 OAL_LOSSES = ("oal", "oal_source_paired")
-LOSSES = ("ce", "oe", "energy_oe", *METRIC_LOSSES, "sd_three_head", *OAL_LOSSES)
-NEEDS_OUTLIERS = ("oe", "energy_oe", "sd_three_head", *OAL_LOSSES)   # metric losses: outliers optional
 # CLUB hidden width of the official recipe (``CLUB(768, 512, 512)`` / ``DEEP_CLUB(64, 512, 512)``: 512 // 2).
 OAL_CLUB_HIDDEN = 256
 
 
-def loss_family(loss: str) -> str:
-    """The ``LOSS_FIELDS`` family of a loss: which config fields it reads."""
-    return "metric" if loss in METRIC_LOSSES else loss
+@dataclass(frozen=True)
+class Loss:
+    """A loss family as one registry entry (:func:`register_loss`).
+
+    ``batch(model, xb, yb, ob, cfg, extra)`` returns (loss value, ID logits) for an ID batch
+    ``xb, yb`` and an outlier batch ``ob`` (``None`` without outliers); ``extra`` holds what some
+    built-in families read (source labels, OAL embeddings, the teacher). ``build(backbone,
+    n_classes, cfg, outlier_dim, teacher_dim)`` wraps the backbone (default: the plain backbone,
+    whose ``features`` and ``head`` every score reads). ``outliers`` is the outlier source it
+    trains with by default ("none", "sd", "mixup", "latent"), ``needs_outliers`` whether it
+    must have one, ``fields`` the :class:`ClassifierConfig` fields it reads beyond the common
+    ones (they enter its models' cache keys)."""
+
+    name: str
+    batch: Callable
+    build: Callable | None = None
+    outliers: str = "none"
+    needs_outliers: bool = False
+    fields: tuple = ()
+
+
+LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(loss: Loss, replace: bool = False) -> Loss:
+    """Make ``loss`` trainable everywhere a loss name is accepted (``pipeline.classifier``, the grid)."""
+    if loss.name in LOSSES and not replace:
+        raise ValueError(f"loss {loss.name!r} is already registered (replace=True to replace it)")
+    if loss.needs_outliers and loss.outliers == "none":
+        raise ValueError(f"loss {loss.name!r} needs outliers: name its default source (outliers='sd', ...)")
+    LOSSES[loss.name] = loss
+    return loss
 
 
 def oal_teacher(cfg: ClassifierConfig) -> str:
@@ -62,53 +91,62 @@ def build_model(loss: str, n_classes: int, in_channels: int, cfg: ClassifierConf
     the CLUB predicts ID features from outlier embeddings, as the official code calls it, and
     a projection maps ``teacher_dim``-dimensional teacher features to the student's (none when
     ``teacher_dim`` is 0); ``"oal_source_paired"`` predicts latents from source features."""
+    if loss not in LOSSES:
+        raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
     backbone = build_backbone(cfg.backbone, n_classes, in_channels, cfg.width)
-    if loss == "oal":
-        d = backbone.feature_dim
-        projection = FeatureProjection(teacher_dim, d) if teacher_dim else None
-        return OALNet(backbone, CLUB(outlier_dim, d, hidden=OAL_CLUB_HIDDEN, deep=True), projection)
-    if loss == "oal_source_paired":
-        return OALNet(backbone, CLUB(backbone.feature_dim, outlier_dim))
-    if loss in METRIC_LOSSES:
-        own = {"oe_target": cfg.supcon_oe} if loss == "supcon" else {}
-        return MetricNet(backbone, metric_loss(loss, n_classes, cfg.embedding_size, **own), cfg.embedding_size)
-    if loss == "sd_three_head":
-        return MultiHeadNet(backbone, n_classes, heads=("bin", "in", "out"))
-    return backbone
+    build = LOSSES[loss].build
+    return build(backbone, n_classes, cfg, outlier_dim, teacher_dim) if build else backbone
 
 
 def batch_loss(loss: str, model, xb, yb, ob, cfg: ClassifierConfig, extra: dict | None = None):
-    """(loss value, ID logits) for an ID batch and an optional outlier batch ``ob``.
+    """(loss value, ID logits) for an ID batch and an optional outlier batch ``ob``: the
+    registered family's ``batch``.
 
     ``extra`` carries what single families read about the outlier batch: ``labels`` (source
     labels, SD three-head loss); ``embeddings`` and ``teacher`` (OAL: one embedding per ID
     image for ``"oal"``, one per outlier for ``"oal_source_paired"``) and ``sources`` (the ID
     images the outliers were made from, ``"oal_source_paired"``)."""
-    extra = extra or {}
+    return LOSSES[loss].batch(model, xb, yb, ob, cfg, extra or {})
+
+
+# ----------------------------------------------------------------------------- the built-in families
+def _softmax_batch(objective):
+    """A loss on the logits of the ID and outlier images (``objective(lid, yb, lout, cfg)``)."""
+    def batch(model, xb, yb, ob, cfg, extra):
+        n = len(xb)
+        logits = model(xb if ob is None else torch.cat([xb, ob]))
+        lid = logits[:n]
+        return objective(lid, yb, logits[n:] if ob is not None else None, cfg), lid
+    return batch
+
+
+def _metric_batch(model, xb, yb, ob, cfg, extra):
     n = len(xb)
-    inputs = xb if ob is None else torch.cat([xb, ob])
-    if loss in METRIC_LOSSES:
-        emb = model.embed(model.features(inputs))
-        value = metric_oe(model.metric, emb[:n], yb, emb[n:] if ob is not None else None, cfg.oe_lambda)
-        return value, model.metric.logits(emb[:n])
-    if loss == "sd_three_head":
-        out = model(inputs)
-        is_out = torch.arange(len(inputs), device=inputs.device) >= n
-        value = three_head_loss(out["bin"], out["in"], out["out"], torch.cat([yb, extra["labels"]]), is_out,
-                                cfg.sd_lambda)
-        return value, out["in"][:n]
-    if loss == "oal":
-        return oal_loss(model, xb, yb, extra["embeddings"], extra.get("teacher"), cfg, ob)
-    if loss == "oal_source_paired":
-        return oal_source_paired_loss(model, xb, yb, ob, extra["embeddings"], extra["sources"], extra.get("teacher"),
-                                      cfg)
-    logits = model(inputs)
-    lid, lout = logits[:n], (logits[n:] if ob is not None else None)
-    if loss == "energy_oe":
-        return energy_oe(lid, yb, lout, cfg.energy_lambda, cfg.m_in, cfg.m_out), lid
-    if loss == "oe":
-        return outlier_exposure(lid, yb, lout, cfg.oe_lambda), lid
-    return F.cross_entropy(lid, yb), lid
+    emb = model.embed(model.features(xb if ob is None else torch.cat([xb, ob])))
+    value = metric_oe(model.metric, emb[:n], yb, emb[n:] if ob is not None else None, cfg.oe_lambda)
+    return value, model.metric.logits(emb[:n])
+
+
+def _metric_build(name):
+    def build(backbone, n_classes, cfg, outlier_dim, teacher_dim):
+        own = {"oe_target": cfg.supcon_oe} if name == "supcon" else {}
+        return MetricNet(backbone, metric_loss(name, n_classes, cfg.embedding_size, **own), cfg.embedding_size)
+    return build
+
+
+def _three_head_batch(model, xb, yb, ob, cfg, extra):
+    n = len(xb)
+    inputs = torch.cat([xb, ob])
+    out = model(inputs)
+    is_out = torch.arange(len(inputs), device=inputs.device) >= n
+    value = three_head_loss(out["bin"], out["in"], out["out"], torch.cat([yb, extra["labels"]]), is_out, cfg.sd_lambda)
+    return value, out["in"][:n]
+
+
+def _oal_build(backbone, n_classes, cfg, outlier_dim, teacher_dim):
+    d = backbone.feature_dim
+    projection = FeatureProjection(teacher_dim, d) if teacher_dim else None
+    return OALNet(backbone, CLUB(outlier_dim, d, hidden=OAL_CLUB_HIDDEN, deep=True), projection)
 
 
 def oal_pairing(n_pool: int, n: int, g: torch.Generator) -> torch.Tensor:
@@ -193,6 +231,30 @@ def oal_source_paired_loss(model: OALNet, xb, yb, ob, emb_out, sources, teacher,
     return value, logits[:n]
 
 
+for _loss in (
+    Loss("ce", _softmax_batch(lambda lid, yb, lout, cfg: F.cross_entropy(lid, yb))),
+    Loss("oe", _softmax_batch(lambda lid, yb, lout, cfg: outlier_exposure(lid, yb, lout, cfg.oe_lambda)),
+         outliers="sd", needs_outliers=True, fields=LOSS_FIELDS["oe"]),
+    Loss("energy_oe", _softmax_batch(lambda lid, yb, lout, cfg: energy_oe(lid, yb, lout, cfg.energy_lambda, cfg.m_in,
+                                                                        cfg.m_out)),
+         outliers="sd", needs_outliers=True, fields=LOSS_FIELDS["energy_oe"]),
+    *(Loss(m, _metric_batch, _metric_build(m), fields=LOSS_FIELDS["metric"]) for m in METRIC_LOSSES),
+    Loss("sd_three_head", _three_head_batch, lambda backbone, n_classes, *_: MultiHeadNet(
+        backbone, n_classes, heads=("bin", "in", "out")), outliers="sd", needs_outliers=True,
+         fields=LOSS_FIELDS["sd_three_head"]),
+    Loss("oal", lambda model, xb, yb, ob, cfg, extra: oal_loss(model, xb, yb, extra["embeddings"],
+                                                               extra.get("teacher"), cfg, ob),
+         _oal_build, outliers="latent", needs_outliers=True, fields=LOSS_FIELDS["oal"]),
+    Loss("oal_source_paired", lambda model, xb, yb, ob, cfg, extra: oal_source_paired_loss(
+        model, xb, yb, ob, extra["embeddings"], extra["sources"], extra.get("teacher"), cfg),
+         lambda backbone, n_classes, cfg, outlier_dim, teacher_dim: OALNet(backbone, CLUB(backbone.feature_dim,
+                                                                                          outlier_dim)),
+         outliers="latent", needs_outliers=True,
+         fields=LOSS_FIELDS["oal_source_paired"]),
+):
+    register_loss(_loss)
+
+
 def augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
     """The standard CIFAR augmentation: a random crop of the zero-padded image (same size)
     and a random horizontal flip, per image, drawn from ``g``."""
@@ -234,7 +296,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
     oal_images = loss != "oal" or cfg.oal_oe_lambda != 0     # "oal" trains on embeddings only, unless OE is on
-    if loss in NEEDS_OUTLIERS and oal_images and (outliers is None or len(outliers) == 0):
+    if LOSSES[loss].needs_outliers and oal_images and (outliers is None or len(outliers) == 0):
         raise ValueError(f"loss {loss!r} needs an outlier set (outliers=...)")
     if loss == "sd_three_head" and outlier_labels is None:
         raise ValueError("the SD three-head loss needs the outliers' source labels (outlier_labels=...)")

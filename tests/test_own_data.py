@@ -171,3 +171,24 @@ def test_installed_wheel_works_from_another_folder(tmp_path):
     package, results = lines[0], lines[-1]
     assert package.startswith(site) and not package.startswith(str(REPO))
     assert (work / ".cache" / "classifier").is_dir() and results == str(work / "results" / "smoke")
+
+
+def test_a_new_score_and_a_new_loss_are_one_registry_entry_each(tmp_path, monkeypatch):
+    """The README's "Add a score or a loss" example: entries used by the pipeline like the built-ins."""
+    import torch.nn.functional as F
+
+    from ood_lib import scores, train
+
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path))
+    entropy = scores.Score("entropy", lambda c: -(F.softmax(c.out["logits"], 1) * F.log_softmax(c.out["logits"], 1)
+                                                  ).sum(1))
+    smooth = train.Loss("ce_smooth", lambda model, xb, yb, ob, cfg, extra: (
+        F.cross_entropy(model(xb), yb, label_smoothing=0.1), model(xb)))
+    monkeypatch.setitem(scores.SCORES, "entropy", entropy)
+    monkeypatch.setitem(train.LOSSES, "ce_smooth", smooth)
+    df = pipeline.evaluate(get_profile("smoke", clf={"epochs": 15}), ["ce_smooth"])
+    assert set(df.loss) == {"ce_smooth"} and "entropy" in set(df.score) and df.ID_acc.iloc[0] > 0.9
+    row = df[(df.score == "entropy")].iloc[0]
+    assert 0 <= row.AUROC <= 1 and ("ce_smooth", "none") in pipeline.grid_runs()
+    with pytest.raises(ValueError, match="already registered"):
+        scores.register_score(entropy)
