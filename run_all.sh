@@ -5,7 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 usage() {
   cat <<'TXT'
-Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--refresh-notebooks] [--help]
+Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--refresh-notebooks] [--lab] [--help]
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
@@ -21,6 +21,8 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
+  --lab                open JupyterLab on notebooks/ in the project's environment (extra arguments
+                       after --lab go to `jupyter lab`, e.g. --lab --no-browser --port 8890)
 Environment: OOD_CACHE (artefact cache, default .cache/), OOD_RESULTS (default results/),
 OOD_DATA_ROOT (optional data, default ../shared/data), OOD_DOWNLOAD=1 (let torchvision download the cifar10 sets into it),
 PYTHON (interpreter used to create .venv, default python3).
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --full) full=True; shift ;;
     --test) mode=test; shift ;;
     --refresh-notebooks) mode=refresh; shift ;;
+    --lab) mode=lab; shift; break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -59,6 +62,9 @@ export PATH="$PWD/$venv/bin:$PATH"
 export MPLBACKEND=Agg PYTHONHASHSEED=0
 
 case "$mode" in
+  lab)
+    exec jupyter lab --ServerApp.root_dir=notebooks "$@"
+    ;;
   test)
     # Fresh artefact cache so the tests exercise every stage, removed afterwards.
     OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1

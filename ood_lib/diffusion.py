@@ -29,6 +29,10 @@ def build_unet(cfg: DDPMConfig, n_classes: int, image_size: int = 28, channels: 
     """UNet with ``n_classes + 1`` label embeddings (last = null); without attention, or with
     self-attention in its two lowest-resolution levels (``cfg.attention``, as the CIFAR DDPM)."""
     n_blocks = len(cfg.block_out_channels)
+    if image_size % 2 ** (n_blocks - 1):
+        raise ValueError(f"a {n_blocks}-level UNet halves the image {n_blocks - 1} times: image size {image_size} must "
+                         f"be a multiple of {2 ** (n_blocks - 1)} (set the dataset's image_size, or fewer "
+                         f"ddpm.block_out_channels)")
     attn = [cfg.attention and i >= n_blocks - 2 for i in range(n_blocks)]
     return UNet2DModel(
         sample_size=image_size,

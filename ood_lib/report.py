@@ -214,35 +214,81 @@ def write_outlier_diagnostics(diag: pd.DataFrame, outdir: Path) -> Path:
     return md
 
 
+def run_title(profile_name: str, loss: str, generator: str, what: str = "") -> str:
+    """A figure title that says profile, model and outlier source."""
+    source = "no outliers" if generator in (None, "none") else f"{generator} outliers"
+    return f"{profile_name}: {loss} model, {source}" + (f": {what}" if what else "")
+
+
+def score_axis(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Histogram bins that fit one score's own values: 40 bins over its 0.5-99.5 % range (all
+    sets together), on a log axis when the values are positive and span more than two decades."""
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not np.isfinite([lo, hi]).all() or hi <= lo:
+        lo, hi = float(np.min(values)) - 0.5, float(np.max(values)) + 0.5
+    log = lo > 0 and hi / lo > 100
+    return (np.geomspace(lo, hi, 41) if log else np.linspace(lo, hi, 41)), log
+
+
 def score_histograms(scored: dict, path: Path | None = None, title: str = ""):
-    """Histograms per score: ID test vs each OOD set (from ``pipeline.score_sets``)."""
-    frames = []
-    for score, values in scored["id"].items():
-        frames.append(pd.DataFrame({"score": score, "set": "ID test", "value": values.numpy()}))
-        for name, s in scored["ood"].items():
-            frames.append(pd.DataFrame({"score": score, "set": name, "value": s[score].numpy()}))
-    data = pd.concat(frames, ignore_index=True)
-    g = sns.displot(data, x="value", hue="set", col="score", kind="hist", stat="density", common_norm=False,
-                    element="step", fill=False, facet_kws={"sharex": False, "sharey": False}, height=2.8)
-    g.figure.suptitle(title, y=1.03, fontsize=10)
+    """Histograms per score: ID test vs each OOD set (from ``pipeline.score_sets``), each score
+    binned over its own range (:func:`score_axis`), one legend for all panels beside them."""
+    names = list(scored["id"])
+    sets = {"ID test": scored["id"], **scored["ood"]}
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.5 * rows), squeeze=False)
+    colours = dict(zip(sets, ["black", *sns.color_palette("tab10", len(sets) - 1)]))
+    for ax, score in zip(axes.flat, names):
+        values = {name: _np(s[score]) for name, s in sets.items()}
+        bins, log = score_axis(np.concatenate(list(values.values())))
+        for name, v in values.items():
+            ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, histtype="step", color=colours[name],
+                    linewidth=1.6 if name == "ID test" else 1.0, label=name)
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(score, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\n(higher = more OOD; each score over its own 0.5-99.5 % range, values beyond it "
+                 f"in the edge bins)" if title else "", fontsize=9)
+    fig.tight_layout()
     if path is not None:
-        g.figure.savefig(path, dpi=110, bbox_inches="tight")
-    return g.figure
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
 
 
-def training_curves(logs: dict, key: str = "loss", path: Path | None = None):
+def training_curves(logs: dict, key: str = "loss", path: Path | None = None, title: str = ""):
     """Line plot of a per-epoch (or per-step) log for several runs: name -> sequence (many runs:
-    one colour per run from a qualitative palette, the legend beside the axes)."""
+    one colour per run from a qualitative palette, the legend beside the axes). Per-step logs
+    are drawn faint with their 25-step running mean on top; a positive log that spans more
+    than two decades gets a log axis."""
     fig, ax = plt.subplots(figsize=(5, 3))
     colours = sns.color_palette("tab20" if len(logs) > 10 else "tab10", len(logs))
+    per_step = len(next(iter(logs.values()))) > 100
     for colour, (name, values) in zip(colours, logs.items()):
-        ax.plot(range(1, len(values) + 1), list(values), label=name, color=colour)
-    ax.set_xlabel("step" if len(next(iter(logs.values()))) > 100 else "epoch")
+        v = np.asarray(list(values), dtype=float)
+        steps = np.arange(1, len(v) + 1)
+        if per_step:
+            ax.plot(steps, v, color=colour, alpha=0.25, linewidth=0.6)
+            ax.plot(steps, pd.Series(v).rolling(25, min_periods=1).mean(), label=f"{name} (25-step mean)", color=colour)
+        else:
+            ax.plot(steps, v, label=name, color=colour, marker="o", markersize=2.5)
+    values = np.concatenate([np.asarray(list(v), dtype=float) for v in logs.values()])
+    if (values > 0).all() and values.max() / values.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("step" if per_step else "epoch")
     ax.set_ylabel(key)
+    if title:
+        ax.set_title(title, fontsize=9)
     if len(logs) > 6:
         ax.legend(fontsize=6, ncol=1 + len(logs) // 15, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
-        ax.legend()
+        ax.legend(fontsize=8)
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig

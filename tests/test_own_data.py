@@ -47,12 +47,6 @@ n_test_per_class = 12
 n_near_val_per_class = 8
 n_near_test_per_class = 12
 n_far = 40
-[ddpm]
-steps = 10
-[autoencoder]
-steps = 10
-[latent_ddpm]
-steps = 10
 [clf]
 epochs = 2
 """
