@@ -63,7 +63,8 @@ export MPLBACKEND=Agg PYTHONHASHSEED=0
 
 case "$mode" in
   lab)
-    exec jupyter lab --ServerApp.root_dir=notebooks "$@"
+    root=(); [ "$(id -u)" = 0 ] && root=(--allow-root)   # containers and Colab-like machines run as root
+    exec jupyter lab --ServerApp.root_dir=notebooks "${root[@]}" "$@"
     ;;
   test)
     # Fresh artefact cache so the tests exercise every stage, removed afterwards.

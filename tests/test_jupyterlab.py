@@ -58,8 +58,8 @@ def test_jupyterlab_serves_the_notebooks_and_runs_ood_lib(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={REPO / 'notebooks'}",
-         "--ServerApp.open_browser=False"],
+         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={REPO / 'notebooks'}",
+         "--allow-root"],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), cwd=tmp_path)
     try:
         for _ in range(120):
