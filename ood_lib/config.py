@@ -210,11 +210,15 @@ class ClassifierConfig:
     kd_weight: float = 1.0             # Hinton KD (logits KL at kd_temperature + feature MSE)
     kd_temperature: float = 4.0
     augment: bool = added_later(False)     # random crop (4-pixel zero padding) + horizontal flip (CIFAR)
+    normalise: str = added_later("fixed")  # input normalisation: "fixed" (0.5 / 0.5; CIFAR-10's statistics for
+                                           # RGB ResNet / WRN) or "id_train" (per-channel mean / std of the ID
+                                           # training split: the default for your own data, see load_config)
 
     def __post_init__(self):
         for f in ("width", "epochs", "batch_size", "outlier_batch_size", "embedding_size"):
             _at_least(self, f, 1)
         _require(self, "lr", self.lr > 0, "the learning rate must be > 0")
+        _require(self, "normalise", self.normalise in ("fixed", "id_train"), "'fixed' or 'id_train'")
         for f in ("weight_decay", "oe_lambda", "energy_lambda", "sd_lambda", "oal_micl_weight", "oal_kd_logit_weight",
                   "oal_kd_feature_weight", "oal_oe_lambda", "micl_weight", "kd_weight"):
             _require(self, f, getattr(self, f) >= 0, "a loss weight must be >= 0")
@@ -390,6 +394,7 @@ def load_config(path) -> Profile:
             source = str((path.parent / source).resolve())
         ds = register_dataset(dataset.pop("name"), source, **dataset)
         spec["data"] = {"dataset": ds.name, **spec.get("data", {})}
+        spec["clf"] = {"normalise": "id_train", **spec.get("clf", {})}   # statistics of the user's own images
     return override(get_profile(base), name=name, **spec)
 
 

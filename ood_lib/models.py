@@ -27,8 +27,11 @@ class SmallCNN(nn.Module):
     features used by distance scores such as k-NN.
     """
 
-    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 32):
+    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 32,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()
+        self.norm = _Normalise(in_channels, mean if mean is not None else (0.5,) * in_channels,
+                               std if std is not None else (0.5,) * in_channels)
         self.body = nn.Sequential(
             _block(in_channels, width), nn.MaxPool2d(2),
             _block(width, 2 * width), nn.MaxPool2d(2),
@@ -38,7 +41,7 @@ class SmallCNN(nn.Module):
         self.feature_dim = 4 * width
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body((x - 0.5) / 0.5)
+        return self.body(self.norm(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -205,18 +208,21 @@ class WideResNet(nn.Module):
 BACKBONES = ("small_cnn", "resnet18", "wrn40_2")
 
 
-def build_backbone(name: str, n_classes: int, in_channels: int = 1, width: int = 32) -> nn.Module:
+def build_backbone(name: str, n_classes: int, in_channels: int = 1, width: int = 32,
+                   norm: tuple | None = None) -> nn.Module:
     """Backbone by name, so configs and CLIs pick architectures by string.
 
     ``width`` applies to ``small_cnn`` only; the standard backbones keep their
-    published widths so results compare with the literature.
+    published widths so results compare with the literature. ``norm`` = (mean, std) per
+    channel of the input normalisation (default: each backbone's own, see :class:`_Normalise`).
     """
+    mean, std = norm if norm is not None else (None, None)
     if name == "small_cnn":
-        return SmallCNN(n_classes, in_channels=in_channels, width=width)
+        return SmallCNN(n_classes, in_channels=in_channels, width=width, mean=mean, std=std)
     if name == "resnet18":
-        return ResNet18(n_classes, in_channels=in_channels)
+        return ResNet18(n_classes, in_channels=in_channels, mean=mean, std=std)
     if name == "wrn40_2":
-        return WideResNet(40, 2, n_classes=n_classes, in_channels=in_channels)
+        return WideResNet(40, 2, n_classes=n_classes, in_channels=in_channels, mean=mean, std=std)
     raise KeyError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
 
 

@@ -84,7 +84,7 @@ def needs_teacher(loss: str, cfg: ClassifierConfig) -> bool:
 
 
 def build_model(loss: str, n_classes: int, in_channels: int, cfg: ClassifierConfig,
-                outlier_dim: int = 0, teacher_dim: int = 0) -> torch.nn.Module:
+                outlier_dim: int = 0, teacher_dim: int = 0, norm: tuple | None = None) -> torch.nn.Module:
     """The network a loss trains: a plain backbone (softmax family), a three-head network
     (SD), a backbone with an embedding and metric proxies (metric family) or a backbone with
     a CLUB estimator over ``outlier_dim``-dimensional outlier embeddings (OAL). For ``"oal"``
@@ -93,7 +93,7 @@ def build_model(loss: str, n_classes: int, in_channels: int, cfg: ClassifierConf
     ``teacher_dim`` is 0); ``"oal_source_paired"`` predicts latents from source features."""
     if loss not in LOSSES:
         raise KeyError(f"unknown loss {loss!r}; valid losses: {list(LOSSES)}")
-    backbone = build_backbone(cfg.backbone, n_classes, in_channels, cfg.width)
+    backbone = build_backbone(cfg.backbone, n_classes, in_channels, cfg.width, norm)
     build = LOSSES[loss].build
     return build(backbone, n_classes, cfg, outlier_dim, teacher_dim) if build else backbone
 
@@ -316,7 +316,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     accelerator = Accelerator()
     outlier_dim = outlier_embeddings.flatten(1).shape[1] if outlier_embeddings is not None else 0
     teacher_dim = teacher.feature_dim if loss == "oal" and teacher is not None and cfg.oal_kd_feature_weight else 0
-    model = build_model(loss, n_classes, x.shape[1], cfg, outlier_dim, teacher_dim)
+    norm = input_normalisation(x, cfg)
+    model = build_model(loss, n_classes, x.shape[1], cfg, outlier_dim, teacher_dim, norm)
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     groups = param_groups(model, loss, cfg)
@@ -387,6 +388,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     return {"state": state, "n_classes": n_classes, "in_channels": x.shape[1], "loss": loss,
             "backbone": cfg.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size,
             "outlier_dim": outlier_dim, "teacher_dim": teacher_dim, "log": log, "snapshots": snapshots,
+            **({"norm": norm} if norm is not None else {}),
             **({"energy_margins": margins} if margins is not None else {})}
 
 
@@ -421,6 +423,17 @@ def _with_energy_margins(x, y, n_classes, cfg: ClassifierConfig, seed: int, give
     return dataclasses.replace(cfg, m_in=m_in, m_out=m_out), (m_in, m_out)
 
 
+def input_normalisation(x: torch.Tensor, cfg: ClassifierConfig) -> tuple | None:
+    """(mean, std) per channel of the ID training images with ``cfg.normalise == "id_train"``;
+    ``None`` with ``"fixed"`` (each backbone's constants: 0.5 / 0.5, CIFAR-10's for the RGB
+    backbones). Stored in the artefact, so a reloaded model normalises as it was trained."""
+    if cfg.normalise == "fixed":
+        return None
+    mean = x.float().mean(dim=(0, 2, 3))
+    std = x.float().std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
 def param_groups(model: torch.nn.Module, loss: str, cfg: ClassifierConfig) -> list[dict]:
     """The optimiser's parameter groups: one for every loss but ``"oal"``, whose CLUB layers and
     teacher-feature projection train at ``cfg.lr`` times ``oal_club_lr_scale`` and
@@ -441,7 +454,7 @@ def load_classifier(artifact: dict, epoch: int | None = None) -> torch.nn.Module
     cfg = ClassifierConfig(backbone=artifact.get("backbone", "small_cnn"), width=artifact["width"],
                            embedding_size=artifact.get("embedding_size", 128))
     model = build_model(artifact.get("loss", "ce"), artifact["n_classes"], artifact.get("in_channels", 1), cfg,
-                        artifact.get("outlier_dim", 0), artifact.get("teacher_dim", 0))
+                        artifact.get("outlier_dim", 0), artifact.get("teacher_dim", 0), artifact.get("norm"))
     if epoch is None:
         state = artifact["state"]
     elif epoch in artifact.get("snapshots", {}):

@@ -186,3 +186,20 @@ def test_a_new_score_and_a_new_loss_are_one_registry_entry_each(tmp_path, monkey
     assert 0 <= row.AUROC <= 1 and ("ce_smooth", "none") in pipeline.grid_runs()
     with pytest.raises(ValueError, match="already registered"):
         scores.register_score(entropy)
+
+
+def test_id_train_normalisation_is_measured_stored_and_reloaded():
+    from ood_lib.config import ClassifierConfig
+    from ood_lib.train import load_classifier, train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.2 + 0.1 * torch.rand(40, 3, 8, 8, generator=g)
+    x[:, 1] += 0.5
+    y = torch.arange(40) % 2
+    cfg = ClassifierConfig(backbone="small_cnn", width=4, epochs=1, batch_size=20, normalise="id_train")
+    art = train_classifier(x, y, 2, cfg)
+    mean, std = art["norm"]
+    assert abs(mean[0] - 0.25) < 0.02 and abs(mean[1] - 0.75) < 0.02 and all(0.02 < s < 0.04 for s in std)
+    model = load_classifier(art)
+    assert torch.allclose(model.norm.mean.flatten(), torch.tensor(mean)) and "norm" not in train_classifier(
+        x, y, 2, ClassifierConfig(backbone="small_cnn", width=4, epochs=1, batch_size=20))

@@ -61,7 +61,8 @@ EXPECTED = {
               CLF_COMMON | {f"clf.{f}" for f in LOSS_FIELDS["oe"]} | {"ddpm.*", "sd.*", "autoencoder.*"}),
     "scores_ce": (lambda p: pipeline.scores_key(p, "ce", 0, "val"), CLF_COMMON | {"scores.*"}),
 }
-ALTERNATIVE = {"labels": "pseudo", "sampler": "ddpm", "backbone": "resnet18", "pretrained": "some/vae"}
+ALTERNATIVE = {"labels": "pseudo", "sampler": "ddpm", "backbone": "resnet18", "pretrained": "some/vae",
+               "normalise": "id_train"}
 
 
 def _perturbed(profile, section, name):
