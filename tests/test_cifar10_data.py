@@ -345,3 +345,16 @@ def test_offline_shared_data():
     m = b.ood_test["mnist"].x
     assert torch.equal(m[:, 0], m[:, 2])
     assert b.sources["cifar10"].endswith("cifar10-jpeg-test.tar.gz")
+
+
+def test_cifar10_six_vs_four_open_set_split(full_root):
+    """The usual open-set split: six CIFAR-10 classes ID, the other four near-OOD (from the same
+    training pool for validation and the test pool for test), with the suite's other sets."""
+    cfg = dataclasses.replace(SMALL, id_classes=CIFAR10_CLASSES[:6], n_near_val_per_class=2, n_near_test_per_class=3)
+    b = load_benchmark(cfg, verbose=False)
+    held = "cifar10_frog-horse-ship-truck"
+    assert b.classes == list(CIFAR10_CLASSES[:6]) and sorted(b.id_train.y.unique().tolist()) == list(range(6))
+    assert torch.bincount(b.ood_test[held].y, minlength=10)[6:].tolist() == [3] * 4
+    assert torch.bincount(b.ood_val[held].y, minlength=10)[6:].tolist() == [2] * 4
+    assert list(b.ood_val) == [held] and "tin" in b.ood_test      # held-out classes validate; tin keeps all its images
+    assert len(b.id_test) == 6 * 3
