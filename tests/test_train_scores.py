@@ -138,3 +138,23 @@ def test_oal_trains_with_micl_and_distillation_and_reloads():
     assert (predict(model, x)[0].argmax(1) == y).float().mean() >= 0.9
     with pytest.raises(ValueError, match="teacher"):
         train_classifier(x, y, 2, cfg, loss="oal", outliers=out)
+
+
+def test_openood_recipe_is_sgd_nesterov_with_cosine_to_zero():
+    from ood_lib.config import ClassifierConfig, get_profile
+    from ood_lib.train import optimiser
+
+    cfg = get_profile("cifar10").clf
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == ("sgd", 0.1, 0.9, 5e-4,
+                                                                                                   128, 100)
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt, sched = optimiser([{"params": [w]}], cfg, total_steps=10)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.1 and abs(lrs[5] - 0.05) < 1e-9 and opt.param_groups[0]["lr"] < 1e-12
+    adam, onecycle = optimiser([{"params": [w]}], ClassifierConfig(), total_steps=10)
+    assert isinstance(adam, torch.optim.AdamW) and isinstance(onecycle, torch.optim.lr_scheduler.OneCycleLR)

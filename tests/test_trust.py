@@ -62,7 +62,7 @@ EXPECTED = {
     "scores_ce": (lambda p: pipeline.scores_key(p, "ce", 0, "val"), CLF_COMMON | {"scores.*"}),
 }
 ALTERNATIVE = {"labels": "pseudo", "sampler": "ddpm", "backbone": "resnet18", "pretrained": "some/vae",
-               "normalise": "id_train"}
+               "normalise": "id_train", "optimizer": "sgd"}
 
 
 def _perturbed(profile, section, name):
