@@ -36,12 +36,13 @@ def benchmark(bench) -> str:
 
 
 def diffusion(pixel: dict, latent: dict | None = None) -> str:
-    """02: did the generators train (first vs last 50 steps of the loss)?"""
+    """02: did the generators train (mean loss of the first vs the last tenth of the steps, at most 50)?"""
     def fell(art, name):
         losses = pd.Series(art["losses"], dtype=float)
-        first, last = losses.iloc[:50].mean(), losses.iloc[-50:].mean()
+        k = max(1, min(50, len(losses) // 10))
+        first, last = losses.iloc[:k].mean(), losses.iloc[-k:].mean()
         verdict = "fell" if last < first else "did **not** fall"
-        return f"the {name}'s ε-MSE {verdict} from {first:.3f} (first 50 steps) to {last:.3f} (last 50)"
+        return f"the {name}'s ε-MSE {verdict} from {first:.3f} (first {k} steps) to {last:.3f} (last {k})"
     parts = [fell(pixel, "pixel DDPM")] + ([fell(latent, "latent DDPM")] if latent is not None else [])
     return f"**Reading.** Over {len(pixel['losses']):,} steps, " + "; ".join(parts) + \
         ". The sample grids above show whether each class is recognisable."
@@ -50,14 +51,18 @@ def diffusion(pixel: dict, latent: dict | None = None) -> str:
 def outliers(diag: pd.DataFrame) -> str:
     """03 / 05: where each outlier set lies against ID validation (``pipeline.outlier_diagnostics``)."""
     ref = diag[diag.set == "ID val (reference)"].iloc[0]
-    parts = []
+    parts, copies = [], []
     for _, row in diag[~diag.set.str.endswith("(reference)")].iterrows():
         closer = "closer to" if row.frechet_clf < ref.frechet_clf else "farther from"
         parts.append(f"`{row.set}`: Fréchet {row.frechet_clf:.3f} ({closer} ID test than ID validation's "
                      f"{ref.frechet_clf:.3f}), mean confidence {row.mean_msp:.2f} (ID validation {ref.mean_msp:.2f}), "
                      f"{row.nearest_id_l2:.2f} L2 to the nearest training image (ID validation {ref.nearest_id_l2:.2f})")
-    return ("**Reading.** " + "; ".join(parts) + ". Outliers that sit as close to the training images as ID "
-            "validation does, with ID-level confidence, are copies rather than outliers.")
+        if row.nearest_id_l2 <= ref.nearest_id_l2 and row.mean_msp >= ref.mean_msp:
+            copies.append(f"`{row.set}`")
+    verdict = (f" {', '.join(copies)} sit{'s' if len(copies) == 1 else ''} as close to the training images as ID "
+               f"validation does, with ID-level confidence: copies rather than outliers." if copies else
+               " No set sits as close to the training images as ID validation with ID-level confidence (no copies).")
+    return "**Reading.** " + "; ".join(parts) + "." + verdict
 
 
 def sd_regime(regime: dict, S: int, w: float) -> str:
@@ -121,5 +126,10 @@ def claims(table: pd.DataFrame) -> str:
     return (f"**Reading.** Of {len(current)} current claim rules, {counts.get('yes', 0)} hold, "
             f"{counts.get('partly', 0)} hold partly, {counts.get('no', 0)} do not and {counts.get('not run', 0)} "
             f"were not run on this profile" + (f"; holding: {', '.join(f'`{i}`' for i in held.id)}" if len(held) else "")
-            + ". A verdict needs the mean gap to exceed the seeds' spread with the same sign on every seed; "
-              "with one seed (the default run) it is a first look, not a test.")
+            + ". A verdict needs the mean gap to exceed the seeds' spread with the same sign on every seed"
+            + ("; with one seed (the default run) it is a first look, not a test." if _one_seed(current) else "."))
+
+
+def _one_seed(table: pd.DataFrame) -> bool:
+    seeds = table.get("seeds", pd.Series(dtype=str)).fillna("").astype(str)
+    return not seeds.empty and all(s.split(" ")[0] in ("", "1") for s in seeds)
