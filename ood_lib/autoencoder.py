@@ -12,12 +12,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import AutoencoderKL
 
 from .artifacts import atomic_save, safe_load
 from .config import AutoencoderConfig
-from .runtime import progress as progress_bar, seed_everything, step_generator
+from .runtime import LossLog, make_accelerator, progress as progress_bar, seed_everything, step_generator
 
 LATENT_MULTIPLE = 4
 
@@ -94,7 +93,7 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
     raises KeyboardInterrupt after that many steps in this call (to test resumption).
     """
     seed_everything(cfg.seed)
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     n_blocks = len(cfg.block_out_channels)
     ae = build_autoencoder(cfg, images.shape[1], images.shape[-1])
     optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -107,33 +106,38 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
         step, losses = state["step"], list(state["losses"])
         accelerator.print(f"resuming autoencoder training from step {step}")
     objective, optimizer = accelerator.prepare(_Objective(ae), optimizer)
-    x_all = to_ae_space(images.float(), n_blocks)
     dev = accelerator.device
+    x_all = to_ae_space(images.float(), n_blocks).to(dev)     # the training set stays on the device
+    log = LossLog(losses)
     done_here = 0
     bar = progress_bar(total=cfg.steps, initial=step, desc="autoencoder training",
                        main=accelerator.is_main_process)
     objective.train()
     while step < cfg.steps:
-        g = step_generator(cfg.seed, step, accelerator.process_index)
-        x = x_all[torch.randint(len(x_all), (cfg.batch_size,), generator=g)].to(dev)
+        g = step_generator(cfg.seed, step, accelerator.process_index, dev)
+        x = x_all[torch.randint(len(x_all), (cfg.batch_size,), generator=g, device=dev)]
         recon, kl = objective(x, g)
-        loss = F.l1_loss(recon, x) + cfg.kl_weight * kl
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"autoencoder loss is {loss.item()} at step {step}: lower "
-                                     f"AutoencoderConfig.lr (now {cfg.lr}) and delete {workdir} to restart")
+        loss = F.l1_loss(recon.float(), x) + cfg.kl_weight * kl.float()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         step += 1
         done_here += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and accelerator.is_main_process:
+        checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        try:
+            new = log.add(loss, step) + (log.flush(step) if checkpoint else [])
+        except FloatingPointError as err:
+            raise FloatingPointError(f"autoencoder {err}: lower AutoencoderConfig.lr (now {cfg.lr}) and delete "
+                                     f"{workdir} to restart") from None
+        if new:
+            bar.update(len(new))
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if checkpoint and accelerator.is_main_process:
             atomic_save({"model": accelerator.unwrap_model(objective).ae.state_dict(),
                          "optimizer": optimizer.state_dict(), "step": step, "losses": losses}, ckpt_path)
         if stop_after is not None and done_here >= stop_after and step < cfg.steps:
+            log.flush(step)
             bar.close()
             raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
     bar.close()

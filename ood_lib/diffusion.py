@@ -15,13 +15,12 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .artifacts import atomic_save, safe_load
-from .runtime import progress as progress_bar, seed_everything, step_generator
+from .runtime import LossLog, make_accelerator, progress as progress_bar, seed_everything, step_generator
 from .config import DDPMConfig
 
 
@@ -71,8 +70,11 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     loop early after that many steps in this call (used to test resumption).
     """
     seed_everything(cfg.seed)
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
+    dev = accelerator.device
     unet = build_unet(cfg, n_classes, x.shape[-1], x.shape[1])
+    if dev.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
@@ -88,44 +90,47 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
         step, losses = state["step"], list(state["losses"])
         accelerator.print(f"resuming DDPM training from step {step}")
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema.to(accelerator.device)
-    x_all = x
-    y_all = labels.long()
+    ema.to(dev)
+    x_all, y_all = x.to(dev), labels.long().to(dev)          # the training set stays on the device
+    log = LossLog(losses)
     done_here = 0
     bar = progress_bar(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
     unet.train()
     while step < cfg.steps:
-        g = step_generator(cfg.seed, step, accelerator.process_index)
-        idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g)
+        g = step_generator(cfg.seed, step, accelerator.process_index, dev)
+        idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g, device=dev)
         x0 = x_all[idx]
         y = y_all[idx].clone()
-        y[torch.rand(len(y), generator=g) < cfg.p_uncond] = n_classes
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(cfg.num_train_timesteps, (len(x0),), generator=g)
+        y[torch.rand(len(y), generator=g, device=dev) < cfg.p_uncond] = n_classes
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        t = torch.randint(cfg.num_train_timesteps, (len(x0),), generator=g, device=dev)
         xt = scheduler.add_noise(x0, noise, t)
-        dev = accelerator.device
-        pred = unet(xt.to(dev), t.to(dev), class_labels=y.to(dev)).sample
-        loss = F.mse_loss(pred, noise.to(dev))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"DDPM loss is {loss.item()} at step {step}: lower DDPMConfig.lr "
-                                     f"(now {cfg.lr}) and delete {workdir} to restart")
+        pred = unet(xt, t, class_labels=y).sample
+        loss = F.mse_loss(pred.float(), noise)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         lr_sched.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(unet).parameters())
-        losses.append(loss.item())
         step += 1
         done_here += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        try:
+            new = log.add(loss, step) + (log.flush(step) if checkpoint else [])
+        except FloatingPointError as err:
+            raise FloatingPointError(f"DDPM {err}: lower DDPMConfig.lr (now {cfg.lr}) and delete {workdir} "
+                                     f"to restart") from None
+        if new:
+            bar.update(len(new))
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if checkpoint:
             if accelerator.is_main_process:
                 atomic_save({"model": accelerator.unwrap_model(unet).state_dict(),
                              "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
                              "ema": ema.state_dict(), "step": step, "losses": losses}, ckpt_path)
         if stop_after is not None and done_here >= stop_after and step < cfg.steps:
+            log.flush(step)
             bar.close()
             raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
     bar.close()

@@ -1,6 +1,7 @@
 """Runtime helpers shared by every loop: seeding and progress bars."""
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -16,10 +17,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
     """Randomness of one training step depends only on (seed, step, rank): resuming from a
-    checkpoint replays exactly the same batches and noise."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7919 + rank)
+    checkpoint replays exactly the same batches and noise. On a GPU the generator lives there,
+    so batches and noise are drawn where the data is (a different stream from the CPU's)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 7919 + rank)
+
+
+def make_accelerator():
+    """The Accelerator of every training loop: bf16 mixed precision on a GPU that supports it,
+    full precision on the CPU (the reproducible path); ``accelerate launch --mixed_precision``
+    (``ACCELERATE_MIXED_PRECISION``) overrides."""
+    from accelerate import Accelerator
+
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return Accelerator()
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return Accelerator(mixed_precision="bf16" if bf16 else "no")
+
+
+class LossLog:
+    """Per-step losses kept on the device and copied to the host only every ``every`` steps
+    (and at checkpoints), so a GPU loop does not wait for the host after each step."""
+
+    def __init__(self, losses: list, every: int = 50):
+        self.values, self.pending, self.every = losses, [], every
+
+    def add(self, loss: torch.Tensor, step: int) -> list:
+        """Record ``loss`` of ``step``; returns the values copied to the host now (maybe none)."""
+        self.pending.append(loss.detach().float())
+        return self.flush(step) if len(self.pending) >= self.every else []
+
+    def flush(self, step: int) -> list:
+        if not self.pending:
+            return []
+        new = torch.stack(self.pending).tolist()
+        self.pending = []
+        bad = [v for v in new if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"loss became {bad[0]} by step {step}")
+        self.values.extend(new)
+        return new
 
 
 def progress(iterable=None, main: bool = True, **kwargs):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
 
 from .artifacts import atomic_save, safe_load
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from torch.func import functional_call
 from .losses import (CLUB, ENERGY_MARGIN_RULES, METRIC_LOSSES, distillation_loss, energy_margins, energy_oe,
                      kl_to_uniform, metric_loss, metric_oe, oal_distillation, outlier_exposure, three_head_loss)
 from .models import FeatureProjection, MetricNet, MultiHeadNet, OALNet, build_backbone
-from .runtime import progress, seed_everything
+from .runtime import make_accelerator, progress, seed_everything
 
 # "oal": OAL as its authors train it; "oal_source_paired": this library's earlier variant (see oal_loss).
 OAL_LOSSES = ("oal", "oal_source_paired")
@@ -261,12 +260,12 @@ def augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
     and a random horizontal flip, per image, drawn from ``g``."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(2 * pad + 1, (2, n), generator=g)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(-1, x.shape[1], -1, w + 2 * pad)
+    dy, dx = torch.randint(2 * pad + 1, (2, n), generator=g).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(-1, x.shape[1], -1, w + 2 * pad)
     out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(-1, x.shape[1], h, -1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(-1, x.shape[1], h, -1)
     out = out.gather(3, cols)
-    flip = torch.rand(n, generator=g) < 0.5
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
     out[flip] = out[flip].flip(-1)
     return out
 
@@ -314,11 +313,13 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     elif energy_margins is not None:
         raise ValueError(f"energy_margins is an energy_oe setting; loss {loss!r} does not read it")
     seed_everything(seed)
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     outlier_dim = outlier_embeddings.flatten(1).shape[1] if outlier_embeddings is not None else 0
     teacher_dim = teacher.feature_dim if loss == "oal" and teacher is not None and cfg.oal_kd_feature_weight else 0
     norm = input_normalisation(x, cfg)
     model = build_model(loss, n_classes, x.shape[1], cfg, outlier_dim, teacher_dim, norm)
+    if accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     groups = param_groups(model, loss, cfg)
@@ -335,44 +336,52 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         accelerator.print(f"resuming classifier training from epoch {epoch}")
     model, opt = accelerator.prepare(model, opt)
     dev = accelerator.device
+    # Everything the loop indexes stays on the device; indices are drawn on the host from the
+    # epoch's generator (cheap), so the CPU path draws exactly what it always drew.
+    on = (lambda t: t.to(dev) if t is not None else None)
+    xd, yd, od, ld, sd = on(x), on(y), on(outliers), on(outlier_labels), on(outlier_sources)
+    ed = on(outlier_embeddings.flatten(1)) if outlier_embeddings is not None else None
     done_here = 0
     for epoch in range(epoch, cfg.epochs):
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(len(x), generator=g)
         model.train()
-        total, correct, n = 0.0, 0, 0
+        total = torch.zeros((), dtype=torch.float64, device=dev)   # summed on the device: no per-step host sync
+        correct = torch.zeros((), dtype=torch.long, device=dev)
+        n = 0
         for i in progress(range(steps_per_epoch), desc=f"{loss} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                            main=accelerator.is_main_process):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = (augment(x[idx], g) if cfg.augment else x[idx]).to(dev), y[idx].to(dev)
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(dev)
+            xb, yb = (augment(xd[idx], g) if cfg.augment else xd[idx]), yd[idx]
             ob, extra = None, {"teacher": teacher}
             if loss == "oal":
-                oidx = oal_pairing(len(outlier_embeddings), len(idx), g)
-                extra["embeddings"] = outlier_embeddings[oidx].flatten(1).to(dev)
+                oidx = oal_pairing(len(outlier_embeddings), len(idx), g).to(dev)
+                extra["embeddings"] = ed[oidx]
                 if cfg.oal_oe_lambda:
-                    ob = (augment(outliers[oidx], g) if cfg.augment else outliers[oidx]).to(dev)
-            elif loss != "ce" and outliers is not None and len(outliers):
-                oidx = torch.randint(len(outliers), (cfg.outlier_batch_size,), generator=g)
-                ob = (augment(outliers[oidx], g) if cfg.augment else outliers[oidx]).to(dev)
-                if outlier_labels is not None:
-                    extra["labels"] = outlier_labels[oidx].to(dev)
-                if outlier_embeddings is not None:
-                    extra["embeddings"] = outlier_embeddings[oidx].flatten(1).to(dev)
-                if outlier_sources is not None:
-                    extra["sources"] = x[outlier_sources[oidx]].to(dev)
-            value, logits_id = batch_loss(loss, model, xb, yb, ob, cfg, extra)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"classifier loss is {value.item()} in epoch {epoch}; lower lr ({cfg.lr})")
+                    ob = augment(od[oidx], g) if cfg.augment else od[oidx]
+            elif loss != "ce" and od is not None and len(od):
+                oidx = torch.randint(len(od), (cfg.outlier_batch_size,), generator=g).to(dev)
+                ob = augment(od[oidx], g) if cfg.augment else od[oidx]
+                if ld is not None:
+                    extra["labels"] = ld[oidx]
+                if ed is not None:
+                    extra["embeddings"] = ed[oidx]
+                if sd is not None:
+                    extra["sources"] = xd[sd[oidx]]
+            with accelerator.autocast():
+                value, logits_id = batch_loss(loss, model, xb, yb, ob, cfg, extra)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(value)
             opt.step()
             sched.step()
-            total += value.item() * len(idx)
-            correct += (logits_id.argmax(1) == yb).sum().item()
+            total += value.detach().double() * len(idx)
+            correct += (logits_id.argmax(1) == yb).sum()
             n += len(idx)
+        if not math.isfinite(total.item()):
+            raise FloatingPointError(f"classifier loss became {total.item()} in epoch {epoch + 1}; lower lr ({cfg.lr})")
         log["epoch"].append(epoch + 1)
-        log["loss"].append(total / n)
-        log["train_acc"].append(correct / n)
+        log["loss"].append(total.item() / n)
+        log["train_acc"].append(correct.item() / n)
         if epoch + 1 in snapshot_epochs:
             snapshots[epoch + 1] = {k: v.detach().cpu().clone()
                                     for k, v in accelerator.unwrap_model(model).state_dict().items()}
