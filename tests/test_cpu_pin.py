@@ -43,3 +43,18 @@ def test_classifier_logs_are_pinned(data):
     rgb = torch.rand(24, 3, 8, 8, generator=g)
     art = train_classifier(rgb, y, 3, ClassifierConfig(width=4, epochs=2, batch_size=8, augment=True), "ce")
     _close(art["log"]["loss"], [1.139862, 1.132853])
+
+
+def test_gpu_knn_search_matches_faiss():
+    """The matrix-product search (the GPU path, run here on the CPU) finds faiss's neighbours."""
+    import numpy as np
+
+    from ood_lib.scores import KNNScorer
+
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(500, 16, generator=g), torch.randn(70, 16, generator=g)
+    exact = KNNScorer(bank, 5, backend="faiss")
+    mm = KNNScorer(bank, 5, backend="torch", chunk_size=32)
+    (d_f, i_f), (d_t, i_t) = exact.search(queries), mm.search(queries)
+    assert np.array_equal(i_f, i_t) and np.allclose(d_f, d_t, atol=1e-5)
+    assert torch.allclose(exact(queries), mm(queries), atol=1e-4)
