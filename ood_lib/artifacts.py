@@ -157,22 +157,40 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     ``compute(workdir)`` gets a folder for resumable checkpoints (kept if it is
     interrupted, removed once the artefact is stored) and returns a torch-saveable object
     of tensors, numbers, strings, lists and dicts.
+
+    With several processes (``accelerate launch``) every process computes (the training loops
+    split batches between them), only the main one writes, and all wait for it, so that
+    every process sees the same cache afterwards.
     """
     name = stage.name if isinstance(stage, Stage) else stage
     folder = stage_dir(name, config)
     path = folder / "artifact.pt"
+    main, wait = _processes()
     if path.exists():
         art = safe_load(path)
-        if verbose:
+        if verbose and main:
             print(f"[{name}] loaded cached artefact {folder.name} (checksum verified)")
         return art
     workdir = folder / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
+    wait()
     start = time.perf_counter()
     result = compute(workdir)
-    atomic_save(result, path)
-    shutil.rmtree(workdir, ignore_errors=True)
-    if verbose:
-        print(f"[{name}] computed and cached {folder.name} in {time.perf_counter() - start:.0f} s")
+    if main:
+        atomic_save(result, path)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if verbose:
+            print(f"[{name}] computed and cached {folder.name} in {time.perf_counter() - start:.0f} s")
+    wait()
     return result
+
+
+def _processes() -> tuple[bool, Callable[[], None]]:
+    """(is this the main process, a barrier): one process unless torch.distributed is running."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank() == 0, dist.barrier
+    return True, lambda: None

@@ -16,7 +16,8 @@ from diffusers import AutoencoderKL
 
 from .artifacts import atomic_save, safe_load
 from .config import AutoencoderConfig
-from .runtime import LossLog, make_accelerator, progress as progress_bar, seed_everything, step_generator
+from .runtime import (LossLog, make_accelerator, progress as progress_bar, seed_everything, shard, step_generator,
+                      sync_gradients, global_mean)
 
 LATENT_MULTIPLE = 4
 
@@ -67,8 +68,9 @@ def build_autoencoder(cfg: AutoencoderConfig, channels: int = 1, image_size: int
 
 
 class _Objective(torch.nn.Module):
-    """Encode, sample the posterior and decode inside one ``forward``: under DDP only calls
-    through ``forward`` synchronise gradients, and AutoencoderKL's does not return the KL."""
+    """Encode, sample the posterior and decode inside one ``forward`` (AutoencoderKL's own does
+    not return the KL). With several processes each draws its shard's posterior noise itself,
+    so their steps match one process's in distribution, not bit for bit."""
 
     def __init__(self, ae: AutoencoderKL):
         super().__init__()
@@ -105,7 +107,7 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
         optimizer.load_state_dict(state["optimizer"])
         step, losses = state["step"], list(state["losses"])
         accelerator.print(f"resuming autoencoder training from step {step}")
-    objective, optimizer = accelerator.prepare(_Objective(ae), optimizer)
+    objective = _Objective(ae).to(accelerator.device)
     dev = accelerator.device
     x_all = to_ae_space(images.float(), n_blocks).to(dev)     # the training set stays on the device
     log = LossLog(losses)
@@ -114,11 +116,13 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
                        main=accelerator.is_main_process)
     objective.train()
     while step < cfg.steps:
-        g = step_generator(cfg.seed, step, accelerator.process_index, dev)
-        x = x_all[torch.randint(len(x_all), (cfg.batch_size,), generator=g, device=dev)]
-        recon, kl = objective(x, g)
+        g = step_generator(cfg.seed, step, dev)
+        x = shard(x_all[torch.randint(len(x_all), (cfg.batch_size,), generator=g, device=dev)], accelerator)
+        with accelerator.autocast():
+            recon, kl = objective(x, g)
         loss = F.l1_loss(recon.float(), x) + cfg.kl_weight * kl.float()
         accelerator.backward(loss)
+        sync_gradients(objective.parameters(), accelerator, len(x), cfg.batch_size)
         accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -126,7 +130,7 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
         done_here += 1
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         try:
-            new = log.add(loss, step) + (log.flush(step) if checkpoint else [])
+            new = log.add(global_mean(loss, accelerator), step) + (log.flush(step) if checkpoint else [])
         except FloatingPointError as err:
             raise FloatingPointError(f"autoencoder {err}: lower AutoencoderConfig.lr (now {cfg.lr}) and delete "
                                      f"{workdir} to restart") from None
@@ -134,14 +138,14 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
             bar.update(len(new))
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if checkpoint and accelerator.is_main_process:
-            atomic_save({"model": accelerator.unwrap_model(objective).ae.state_dict(),
+            atomic_save({"model": objective.ae.state_dict(),
                          "optimizer": optimizer.state_dict(), "step": step, "losses": losses}, ckpt_path)
         if stop_after is not None and done_here >= stop_after and step < cfg.steps:
             log.flush(step)
             bar.close()
             raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
     bar.close()
-    final = accelerator.unwrap_model(objective).ae.cpu().eval()
+    final = objective.ae.cpu().eval()
     return {"ae_config": dict(final.config), "state": final.state_dict(),
             "losses": torch.tensor(losses), "steps": step, "image_size": int(images.shape[-1])}
 

@@ -20,7 +20,8 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .artifacts import atomic_save, safe_load
-from .runtime import LossLog, make_accelerator, progress as progress_bar, seed_everything, step_generator
+from .runtime import (LossLog, make_accelerator, progress as progress_bar, seed_everything, shard, step_generator,
+                      sync_gradients, global_mean)
 from .config import DDPMConfig
 
 
@@ -89,7 +90,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
         ema.load_state_dict(state["ema"])
         step, losses = state["step"], list(state["losses"])
         accelerator.print(f"resuming DDPM training from step {step}")
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    unet = unet.to(dev)
     ema.to(dev)
     x_all, y_all = x.to(dev), labels.long().to(dev)          # the training set stays on the device
     log = LossLog(losses)
@@ -97,27 +98,30 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     bar = progress_bar(total=cfg.steps, initial=step, desc="DDPM training", main=accelerator.is_main_process)
     unet.train()
     while step < cfg.steps:
-        g = step_generator(cfg.seed, step, accelerator.process_index, dev)
+        g = step_generator(cfg.seed, step, dev)
         idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g, device=dev)
         x0 = x_all[idx]
         y = y_all[idx].clone()
         y[torch.rand(len(y), generator=g, device=dev) < cfg.p_uncond] = n_classes
         noise = torch.randn(x0.shape, generator=g, device=dev)
         t = torch.randint(cfg.num_train_timesteps, (len(x0),), generator=g, device=dev)
+        x0, y, noise, t = (shard(v, accelerator) for v in (x0, y, noise, t))   # this process's share
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet(xt, t, class_labels=y).sample
+        with accelerator.autocast():
+            pred = unet(xt, t, class_labels=y).sample
         loss = F.mse_loss(pred.float(), noise)
         accelerator.backward(loss)
+        sync_gradients(unet.parameters(), accelerator, len(x0), cfg.batch_size)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         lr_sched.step()
         optimizer.zero_grad(set_to_none=True)
-        ema.step(accelerator.unwrap_model(unet).parameters())
+        ema.step(unet.parameters())
         step += 1
         done_here += 1
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         try:
-            new = log.add(loss, step) + (log.flush(step) if checkpoint else [])
+            new = log.add(global_mean(loss, accelerator), step) + (log.flush(step) if checkpoint else [])
         except FloatingPointError as err:
             raise FloatingPointError(f"DDPM {err}: lower DDPMConfig.lr (now {cfg.lr}) and delete {workdir} "
                                      f"to restart") from None
@@ -126,7 +130,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if checkpoint:
             if accelerator.is_main_process:
-                atomic_save({"model": accelerator.unwrap_model(unet).state_dict(),
+                atomic_save({"model": unet.state_dict(),
                              "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
                              "ema": ema.state_dict(), "step": step, "losses": losses}, ckpt_path)
         if stop_after is not None and done_here >= stop_after and step < cfg.steps:
@@ -134,7 +138,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
             bar.close()
             raise KeyboardInterrupt(f"stopped after {done_here} steps (stop_after)")
     bar.close()
-    final = copy.deepcopy(accelerator.unwrap_model(unet)).cpu()
+    final = copy.deepcopy(unet).cpu()
     ema.copy_to(final.parameters())
     return {"unet_config": dict(final.config), "ema_state": final.state_dict(),
             "losses": torch.tensor(losses), "steps": step}

@@ -17,11 +17,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
-    """Randomness of one training step depends only on (seed, step, rank): resuming from a
-    checkpoint replays exactly the same batches and noise. On a GPU the generator lives there,
-    so batches and noise are drawn where the data is (a different stream from the CPU's)."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 7919 + rank)
+def step_generator(seed: int, step: int, device="cpu") -> torch.Generator:
+    """Randomness of one training step depends only on (seed, step): resuming from a checkpoint
+    replays exactly the same batches and noise, and every process of a multi-process run draws
+    the same global batch (each then takes its :func:`shard`). On a GPU the generator lives
+    there, so batches and noise are drawn where the data is (a different stream from the CPU's)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 7919)
+
+
+def shard(t: torch.Tensor, accelerator) -> torch.Tensor:
+    """This process's share of a batch that every process drew identically (rows rank, rank + n, ...)."""
+    n = accelerator.num_processes
+    return t if n == 1 else t[accelerator.process_index::n]
+
+
+def global_mean(loss: torch.Tensor, accelerator) -> torch.Tensor:
+    """The loss over the whole batch, for logs: the processes' shard means averaged (shards of a
+    batch are equal in size up to one row)."""
+    return loss.detach() if accelerator.num_processes == 1 else accelerator.reduce(loss.detach(), reduction="mean")
+
+
+def sync_gradients(params, accelerator, local: int, total: int) -> None:
+    """Average the gradients of the processes, each weighted by its share ``local`` of the global
+    batch ``total``, so that N processes take the step one process takes on the whole batch.
+    (The models are not wrapped in DDP: the loops call models' own methods, which DDP would not
+    see; one flattened all-reduce per step does its job.)"""
+    n = accelerator.num_processes
+    if n == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * (local * n / total)
+    flat = accelerator.reduce(flat, reduction="mean")
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def make_accelerator():

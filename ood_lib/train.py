@@ -23,7 +23,7 @@ from torch.func import functional_call
 from .losses import (CLUB, ENERGY_MARGIN_RULES, METRIC_LOSSES, distillation_loss, energy_margins, energy_oe,
                      kl_to_uniform, metric_loss, metric_oe, oal_distillation, outlier_exposure, three_head_loss)
 from .models import FeatureProjection, MetricNet, MultiHeadNet, OALNet, build_backbone
-from .runtime import make_accelerator, progress, seed_everything
+from .runtime import make_accelerator, progress, seed_everything, shard, sync_gradients
 
 # "oal": OAL as its authors train it; "oal_source_paired": this library's earlier variant (see oal_loss).
 OAL_LOSSES = ("oal", "oal_source_paired")
@@ -334,8 +334,10 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         sched.load_state_dict(state["lr_scheduler"])
         epoch, log, snapshots = state["epoch"], state["log"], state.get("snapshots", {})
         accelerator.print(f"resuming classifier training from epoch {epoch}")
-    model, opt = accelerator.prepare(model, opt)
     dev = accelerator.device
+    if accelerator.num_processes > 1 and dev.type == "cuda":   # BatchNorm over the global batch, as one GPU
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(dev)
     # Everything the loop indexes stays on the device; indices are drawn on the host from the
     # epoch's generator (cheap), so the CPU path draws exactly what it always drew.
     on = (lambda t: t.to(dev) if t is not None else None)
@@ -351,32 +353,35 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         n = 0
         for i in progress(range(steps_per_epoch), desc=f"{loss} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                            main=accelerator.is_main_process):
+            # Every process draws the same global batch (and augmentation) and takes its shard.
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(dev)
             xb, yb = (augment(xd[idx], g) if cfg.augment else xd[idx]), yd[idx]
             ob, extra = None, {"teacher": teacher}
             if loss == "oal":
                 oidx = oal_pairing(len(outlier_embeddings), len(idx), g).to(dev)
-                extra["embeddings"] = ed[oidx]
+                extra["embeddings"] = shard(ed[oidx], accelerator)
                 if cfg.oal_oe_lambda:
                     ob = augment(od[oidx], g) if cfg.augment else od[oidx]
             elif loss != "ce" and od is not None and len(od):
                 oidx = torch.randint(len(od), (cfg.outlier_batch_size,), generator=g).to(dev)
                 ob = augment(od[oidx], g) if cfg.augment else od[oidx]
-                if ld is not None:
-                    extra["labels"] = ld[oidx]
-                if ed is not None:
-                    extra["embeddings"] = ed[oidx]
-                if sd is not None:
-                    extra["sources"] = xd[sd[oidx]]
+                for key, source in (("labels", ld), ("embeddings", ed), ("sources", sd)):
+                    if source is not None:
+                        extra[key] = shard(source[oidx] if key != "sources" else xd[source[oidx]], accelerator)
+            xb, yb = shard(xb, accelerator), shard(yb, accelerator)
+            ob = shard(ob, accelerator) if ob is not None else None
             with accelerator.autocast():
                 value, logits_id = batch_loss(loss, model, xb, yb, ob, cfg, extra)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(value)
+            sync_gradients(model.parameters(), accelerator, len(xb), len(idx))
             opt.step()
             sched.step()
-            total += value.detach().double() * len(idx)
+            total += value.detach().double() * len(xb)
             correct += (logits_id.argmax(1) == yb).sum()
             n += len(idx)
+        if accelerator.num_processes > 1:
+            total, correct = accelerator.reduce(total, "sum"), accelerator.reduce(correct, "sum")
         if not math.isfinite(total.item()):
             raise FloatingPointError(f"classifier loss became {total.item()} in epoch {epoch + 1}; lower lr ({cfg.lr})")
         log["epoch"].append(epoch + 1)
@@ -384,15 +389,15 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
         log["train_acc"].append(correct.item() / n)
         if epoch + 1 in snapshot_epochs:
             snapshots[epoch + 1] = {k: v.detach().cpu().clone()
-                                    for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                                    for k, v in model.state_dict().items()}
         if ckpt is not None and accelerator.is_main_process:
-            atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "lr_scheduler": sched.state_dict(), "epoch": epoch + 1, "log": log,
                          "snapshots": snapshots}, ckpt)
         done_here += 1
         if stop_after_epochs is not None and done_here >= stop_after_epochs and epoch + 1 < cfg.epochs:
             raise KeyboardInterrupt(f"stopped after {done_here} epochs (stop_after_epochs)")
-    state = {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
     return {"state": state, "n_classes": n_classes, "in_channels": x.shape[1], "loss": loss,
             "backbone": cfg.backbone, "width": cfg.width, "embedding_size": cfg.embedding_size,
             "outlier_dim": outlier_dim, "teacher_dim": teacher_dim, "log": log, "snapshots": snapshots,
