@@ -165,7 +165,7 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     name = stage.name if isinstance(stage, Stage) else stage
     folder = stage_dir(name, config)
     path = folder / "artifact.pt"
-    main, wait = _processes()
+    main, wait = process_role()
     if path.exists():
         art = safe_load(path)
         if verbose and main:
@@ -187,7 +187,7 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     return result
 
 
-def _processes() -> tuple[bool, Callable[[], None]]:
+def process_role() -> tuple[bool, Callable[[], None]]:
     """(is this the main process, a barrier): one process unless torch.distributed is running."""
     import torch.distributed as dist
 

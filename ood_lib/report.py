@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .artifacts import project_root
+from .artifacts import process_role, project_root
 from .data import Benchmark
 
 
@@ -352,10 +352,13 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
 def write_table(table: pd.DataFrame, outdir: Path, stem: str, title: str) -> dict[str, Path]:
     """One summary table in the three forms the write-up needs: ``<stem>.md`` (title, blank line,
     Markdown), ``<stem>.tex`` (booktabs, title as caption) and ``<stem>.csv`` (flattened, index
-    levels as columns). Returns ``{"md": ..., "tex": ..., "csv": ...}``."""
+    levels as columns). Returns ``{"md": ..., "tex": ..., "csv": ...}``; under ``accelerate
+    launch`` only the main process writes."""
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     paths = {ext: outdir / f"{stem}.{ext}" for ext in ("md", "tex", "csv")}
+    if not process_role()[0]:
+        return paths
+    outdir.mkdir(parents=True, exist_ok=True)
     paths["md"].write_text(f"{title}\n\n{to_markdown(table)}\n")
     paths["tex"].write_text(to_latex(table, caption=title))
     _flat(table).to_csv(paths["csv"], index=False)
