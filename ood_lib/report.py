@@ -155,16 +155,21 @@ def dataset_summary(bench: Benchmark) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def image_grid(rows: dict, n: int = 10, path: Path | None = None, scale: float = 0.9):
-    """One row of ``n`` images per entry of ``rows`` (name -> tensor (N, C, H, W) in [0, 1])."""
+def image_grid(rows: dict, n: int = 10, path: Path | None = None, scale: float = 0.9, title: str = ""):
+    """One row of ``n`` images per entry of ``rows`` (name -> tensor (N, C, H, W) in [0, 1]); a
+    row with more than ``n`` images shows ``n`` spread evenly over it (sets sorted by class
+    show every class, not the first class ``n`` times)."""
     fig, axes = plt.subplots(len(rows), n, figsize=(n * scale, len(rows) * scale + 0.3), squeeze=False)
     for r, (name, x) in enumerate(rows.items()):
+        shown = x[torch.linspace(0, len(x) - 1, n).round().long()] if len(x) > n else x
         for c in range(n):
             ax = axes[r, c]
             ax.axis("off")
-            if c < len(x):
-                ax.imshow(x[c].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            if c < len(shown):
+                ax.imshow(shown[c].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_title(name, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
@@ -180,7 +185,8 @@ def outlier_title(out, i: int) -> str:
     return f"near {int(out.y_source[i])}"
 
 
-def outlier_grid(out, source_x: torch.Tensor | None = None, n: int = 10, path: Path | None = None):
+def outlier_grid(out, source_x: torch.Tensor | None = None, n: int = 10, path: Path | None = None,
+                 profile_name: str = ""):
     """``n`` outliers of an :class:`ood_lib.outliers.OutlierSet`, titled by their provenance;
     SD outliers are shown beneath their source images (``source_x``: the ID training images)."""
     with_source = out.generator == "sd" and source_x is not None
@@ -192,11 +198,12 @@ def outlier_grid(out, source_x: torch.Tensor | None = None, n: int = 10, path: P
             axes[r, c].imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
             axes[r, c].axis("off")
         axes[0, c].set_title(outlier_title(out, c), fontsize=7)
-    if with_source:
-        axes[0, 0].text(-4, 14, "source", ha="right", va="center", fontsize=8)
-        axes[1, 0].text(-4, 14, "SD", ha="right", va="center", fontsize=8)
-    shown = {k: v for k, v in out.params.items() if k in ("S", "w", "lam_low", "lam_high", "sigma", "k", "sampler", "labels")}
-    fig.suptitle(f"{out.generator} outliers {shown}", fontsize=8)
+    if with_source:   # row labels in axes coordinates: right for any image size
+        axes[0, 0].text(-0.08, 0.5, "source", ha="right", va="center", fontsize=8, transform=axes[0, 0].transAxes)
+        axes[1, 0].text(-0.08, 0.5, "SD", ha="right", va="center", fontsize=8, transform=axes[1, 0].transAxes)
+    shown = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in out.params.items()
+                      if k in ("S", "w", "lam_low", "lam_high", "sigma", "k", "sampler", "labels"))
+    fig.suptitle(f"{profile_name + ': ' if profile_name else ''}{out.generator} outliers ({shown})", fontsize=8)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
