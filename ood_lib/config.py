@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 def added_later(default):
     """A config field added after artefacts were cached, whose ``default`` is the behaviour
-    before it existed: :func:`to_dict` leaves it out at that value, so old cache keys (and
-    artefacts) stay valid."""
+    before it existed: :func:`to_dict` leaves it out at that value, so keys built from whole
+    sections (and their artefacts) stay valid. A stage that declares the single field among
+    its reads (``pipeline.STAGES``, e.g. the classifier's ``clf.*`` fields) names it in its key."""
     return field(default=default, metadata={"omit_at": default})
 
 

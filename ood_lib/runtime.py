@@ -93,11 +93,15 @@ class LossLog:
 def progress(iterable=None, main: bool = True, **kwargs):
     """tqdm bar, off when ``TQDM_DISABLE=1`` (tests) or on non-main processes. With
     ``OOD_PROGRESS=log`` (``./run_all.sh``, whose log is often a file) a plain-text bar
-    that writes a line at most every 30 s, so a log stays readable."""
+    that writes a line at most every 30 s, and none for inner loops (``leave=False``), so a
+    log stays readable."""
     if not main or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
         kwargs["disable"] = True
     if os.environ.get("OOD_PROGRESS") == "log":
         import sys
+
+        if kwargs.get("leave") is False:   # inner, short loops (an epoch): their outer loop reports
+            kwargs["disable"] = True
 
         from tqdm import tqdm as text_tqdm
 

@@ -344,7 +344,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     xd, yd, od, ld, sd = on(x), on(y), on(outliers), on(outlier_labels), on(outlier_sources)
     ed = on(outlier_embeddings.flatten(1)) if outlier_embeddings is not None else None
     done_here = 0
-    for epoch in range(epoch, cfg.epochs):
+    for epoch in progress(range(epoch, cfg.epochs), desc=f"{loss} training (epochs)", initial=epoch, total=cfg.epochs,
+                          main=accelerator.is_main_process):
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(len(x), generator=g)
         model.train()
