@@ -129,14 +129,8 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
         step += 1
         done_here += 1
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
-        try:
-            new = log.add(global_mean(loss, accelerator), step) + (log.flush(step) if checkpoint else [])
-        except FloatingPointError as err:
-            raise FloatingPointError(f"autoencoder {err}: lower AutoencoderConfig.lr (now {cfg.lr}) and delete "
-                                     f"{workdir} to restart") from None
-        if new:
-            bar.update(len(new))
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        log.record(global_mean(loss, accelerator), step, checkpoint, bar, "autoencoder",
+                   f"lower AutoencoderConfig.lr (now {cfg.lr}) and delete {workdir} to restart")
         if checkpoint and accelerator.is_main_process:
             atomic_save({"model": objective.ae.state_dict(),
                          "optimizer": optimizer.state_dict(), "step": step, "losses": losses}, ckpt_path)

@@ -120,14 +120,8 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
         step += 1
         done_here += 1
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
-        try:
-            new = log.add(global_mean(loss, accelerator), step) + (log.flush(step) if checkpoint else [])
-        except FloatingPointError as err:
-            raise FloatingPointError(f"DDPM {err}: lower DDPMConfig.lr (now {cfg.lr}) and delete {workdir} "
-                                     f"to restart") from None
-        if new:
-            bar.update(len(new))
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        log.record(global_mean(loss, accelerator), step, checkpoint, bar, "DDPM",
+                   f"lower DDPMConfig.lr (now {cfg.lr}) and delete {workdir} to restart")
         if checkpoint:
             if accelerator.is_main_process:
                 atomic_save({"model": unet.state_dict(),

@@ -78,6 +78,18 @@ class LossLog:
         self.pending.append(loss.detach().float())
         return self.flush(step) if len(self.pending) >= self.every else []
 
+    def record(self, loss: torch.Tensor, step: int, checkpoint: bool, bar, what: str, fix: str) -> None:
+        """Add ``loss``, copy to the host at checkpoints too, move ``bar`` by what was copied; a
+        non-finite loss stops with ``what`` and the ``fix``."""
+        try:
+            new = self.add(loss, step) + (self.flush(step) if checkpoint else [])
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{what} {err}: {fix}") from None
+        if new:
+            recent = self.values[-50:]
+            bar.update(len(new))
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+
     def flush(self, step: int) -> list:
         if not self.pending:
             return []
