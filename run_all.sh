@@ -10,7 +10,8 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
   --profile NAME       smoke (minutes) | digits (default, under 30 min on 2 CPU cores) |
-                       cifar10 (GPU hours; data: README) | cifar10_smoke (the cifar10 code path, minutes)
+                       cifar10 (GPU hours; data: README) | cifar10_quick (the cifar10 run in minutes
+                       on one GPU: benchmarks/gpu_run.sh) | cifar10_smoke (the cifar10 code path, minutes)
   --config FILE.toml   your own dataset and sizes (README: "Use your own data"); results go to
                        results/<the config's name>/
   --full               also the optional, costly parts of the notebooks (their `full` parameter):
@@ -25,7 +26,8 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
                        after --lab go to `jupyter lab`, e.g. --lab --no-browser --port 8890)
 Environment: OOD_CACHE (artefact cache, default .cache/), OOD_RESULTS (default results/),
 OOD_DATA_ROOT (optional data, default ../shared/data), OOD_DOWNLOAD=1 (let torchvision download the cifar10 sets into it),
-PYTHON (interpreter used to create .venv, default python3).
+PYTHON (interpreter used to create .venv, default python3), OOD_VENV=none (no .venv: run with
+$PYTHON and the packages it has; benchmarks/gpu_run.sh uses this).
 TXT
 }
 
@@ -47,18 +49,26 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# --- bootstrap: (re)install when pyproject.toml or constraints.txt changed
-venv=.venv
-stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  echo "== bootstrapping $venv (first run: a few minutes)"
-  [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
-  rm -f "$venv"/.installed-*
-  touch "$stamp"
+# --- bootstrap: (re)install when pyproject.toml or constraints.txt changed. OOD_VENV=none uses
+# the interpreter as it is (${PYTHON:-python3}, its packages installed by the caller: the GPU
+# script benchmarks/gpu_run.sh on a machine without internet).
+if [ "${OOD_VENV:-}" = none ]; then
+  shim="$(mktemp -d)"   # `python` runs $PYTHON (a wrapper, not a link: a venv's interpreter must keep its path)
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "${PYTHON:-python3}")" > "$shim/python"; chmod +x "$shim/python"
+  export PATH="$shim:$PATH"
+else
+  venv=.venv
+  stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "== bootstrapping $venv (first run: a few minutes)"
+    [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
 fi
-export PATH="$PWD/$venv/bin:$PATH"
 export MPLBACKEND=Agg PYTHONHASHSEED=0
 
 case "$mode" in
@@ -93,6 +103,10 @@ PY
     mkdir -p "$out/notebooks"
     timings="$out/timings_last_run.tsv"
     printf 'notebook\tseconds\n' > "$timings.tmp"
+    python -m ood_lib plan --profile "$profile"   # each stage's expected seconds on this device
+    # every computed stage's seconds (ood_lib.timings); absolute, as notebooks run in notebooks/
+    export OOD_STAGE_LOG="$(realpath -m "$out")/stage_seconds_last_run.tsv"
+    : > "$OOD_STAGE_LOG"
     total_start=$(date +%s)
     for nb in notebooks/[0-9][0-9]_*.ipynb; do
       nb_name="$(basename "$nb")"
@@ -103,7 +117,7 @@ PY
       # A line every minute with the notebook's elapsed time, while it runs.
       ( while sleep 60; do echo "   ... $nb_name: $(( $(date +%s) - t0 )) s"; done ) &
       ticker=$!
-      papermill --cwd notebooks -k python3 "${params[@]}" "$nb" "$out/notebooks/$nb_name" \
+      python -m papermill --cwd notebooks -k python3 "${params[@]}" "$nb" "$out/notebooks/$nb_name" \
         --no-progress-bar --log-output \
         || { kill $ticker; echo "run_all.sh: $nb_name failed; its executed copy is $out/notebooks/$nb_name" >&2; exit 1; }
       kill $ticker
@@ -111,6 +125,9 @@ PY
     done
     printf 'total\t%s\n' "$(( $(date +%s) - total_start ))" >> "$timings.tmp"
     mv "$timings.tmp" "$timings"
+    gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
+    python -m ood_lib timings --profile "$profile" --stage-log "$OOD_STAGE_LOG" \
+      --title "Command: \`./run_all.sh --profile $name\` ($(nproc) CPU cores${gpu:+, $gpu}); notebook seconds: $(basename "$timings")."
     echo "== done in $(( $(date +%s) - total_start )) s; tables and figures in $out/"
     ;;
 esac

@@ -15,6 +15,10 @@ writes), ``_cli`` otherwise, or ``--suffix``.
 ``python -m ood_lib check --profile my_data.toml`` checks a profile, its settings and its data
 before any work (what ``./run_all.sh`` does first) and prints the profile's name.
 
+``python -m ood_lib plan --profile cifar10_quick`` prints each stage's expected seconds on this
+device (from ``benchmarks/profile_cost.py``'s figures); ``python -m ood_lib timings --profile X
+--stage-log F`` writes a run's expected and actual stage seconds (``./run_all.sh`` does both).
+
 ``python -m ood_lib paper-tables --profile digits --full`` writes the papers' tables and
 ablations (``ood_lib.ablations``, notebooks 08 and 09) under ``results/<profile>/``: without
 ``--full`` the subset the default run computes, with it the papers' grids (suffix ``_full``).
@@ -75,6 +79,12 @@ def main(argv=None) -> None:
     papers = sub.add_parser("paper-tables", help="the papers' tables and ablations (notebooks 08 and 09)")
     papers.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
     papers.add_argument("--full", action="store_true", help="the papers' full grids over the profile's seeds")
+    plan = sub.add_parser("plan", help="each stage's expected seconds on this device (benchmarks/profile_cost.py)")
+    plan.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
+    timings = sub.add_parser("timings", help="a run's expected and actual stage seconds -> results/<profile>/timings")
+    timings.add_argument("--profile", default="digits", type=_profile_arg, help=PROFILE_HELP)
+    timings.add_argument("--stage-log", required=True, help="the file $OOD_STAGE_LOG named during the run")
+    timings.add_argument("--title", default="", help="what ran (command, data, hardware), for the table's title")
     mark = sub.add_parser("mark", help="add the collapse marks to a saved grid's tables (from its metrics*.csv)")
     mark.add_argument("metrics", help="a grid's tidy metrics<suffix>.csv; its tables beside it are rewritten")
     mark.add_argument("--score", default="knn", help="the score of the loss x outlier-source table")
@@ -83,6 +93,8 @@ def main(argv=None) -> None:
         return run_check(args)
     if args.command == "mark":
         return run_mark(args)
+    if args.command in ("plan", "timings"):
+        return run_timings(args)
     if args.command == "paper-tables":
         return run_paper_tables(args)
     if args.command == "grid":
@@ -181,6 +193,23 @@ def run_paper_tables(args) -> None:
     for name, table in tables.items():
         if name not in ablations.evidence(tables):
             print(f"== {name}\n{table.to_string()}\n")
+
+
+def run_timings(args) -> None:
+    """``plan``: print the plan; ``timings``: write expected vs actual stage seconds."""
+    from . import timings
+
+    name = get_profile(args.profile).name
+    if args.command == "plan":
+        print(timings.plan(name))
+        return
+    table = timings.timings_table(args.stage_log, name)
+    report.write_table(table, report.results_dir(name), "timings",
+                       f"Stage seconds of profile `{name}` on {timings.device_kind()}: expected (the plan, "
+                       f"results/benchmarks/{timings.cost_path(name).name}; training and generation only) and actual "
+                       f"(stages computed in this run, each without the stages computed inside it; cached ones "
+                       f"cost nothing). {args.title}")
+    print(table.to_string())
 
 
 def run_mark(args) -> None:

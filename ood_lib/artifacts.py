@@ -177,14 +177,28 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
         (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
     wait()
     start = time.perf_counter()
-    result = compute(workdir)
+    _NESTED.append(0.0)
+    try:
+        result = compute(workdir)
+    finally:
+        inner = _NESTED.pop()
+    seconds = time.perf_counter() - start
+    _NESTED[-1] += seconds
     if main:
         atomic_save(result, path)
         shutil.rmtree(workdir, ignore_errors=True)
+        from .timings import record
+
+        record(name, folder.name, seconds - inner)
         if verbose:
-            print(f"[{name}] computed and cached {folder.name} in {time.perf_counter() - start:.0f} s")
+            print(f"[{name}] computed and cached {folder.name} in {seconds:.0f} s")
     wait()
     return result
+
+
+# Seconds spent in stages computed inside the stage now computing (one entry per level), so a
+# stage's recorded time is its own work only.
+_NESTED = [0.0]
 
 
 def process_role() -> tuple[bool, Callable[[], None]]:
