@@ -325,6 +325,25 @@ PROFILES = {
         scores=ScoreConfig(knn_k=50, dod_k=50),
     ),
 }
+# The cifar10 benchmark's whole default run in minutes on one GPU: the same data and ResNet-18
+# recipe on a short schedule (12 epochs at batch 512), a 4-level UNet without attention trained
+# for 3,000 steps, and a third of the cifar10 profile's generator sizes elsewhere. Sized from the
+# H200 step costs of results/benchmarks/cost_cifar10_h200.md (fp32, measured) scaled by each
+# model's CPU cost ratio: an estimate until benchmarks/gpu_run.sh measures it (README).
+PROFILES["cifar10_quick"] = dataclasses.replace(
+    PROFILES["cifar10"], name="cifar10_quick",
+    ddpm=DDPMConfig(block_out_channels=(64, 128, 128, 128), layers_per_block=1, steps=3000, batch_size=128,
+                    lr=5e-4, warmup_steps=200, ema_decay=0.999, checkpoint_every=1000),
+    sd=SDConfig(S=100, w=3.0, stride=10, n_outliers=5000, batch_size=1000),
+    mixup=MixupConfig(stride=50, n_outliers=5000, batch_size=1000),
+    autoencoder=AutoencoderConfig(block_out_channels=(32, 64, 128), steps=1000, batch_size=128, lr=1e-3,
+                                  checkpoint_every=500),
+    latent_ddpm=DDPMConfig(block_out_channels=(64, 128), layers_per_block=1, steps=2000, batch_size=256, lr=1e-3,
+                           warmup_steps=100, ema_decay=0.999, checkpoint_every=1000),
+    latent=LatentOutlierConfig(encoder_epochs=5, k=50, n_boundary=200, n_candidates=20, stride=50,
+                               n_outliers=5000, batch_size=1000),
+    clf=dataclasses.replace(PROFILES["cifar10"].clf, epochs=12, batch_size=512, lr=0.2, outlier_batch_size=256),
+)
 # The cifar10 code path (data reader, 3-channel 32x32 generators, ResNet-18 with augmentation)
 # at smoke sizes: minutes on a CPU, to check a data root before a GPU run.
 PROFILES["cifar10_smoke"] = dataclasses.replace(

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -108,6 +107,8 @@ class KNNScorer:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             self.bank = F.normalize(bank.float(), dim=1).to(device)
         else:
+            import faiss   # imported here: a GPU machine searches with torch and needs no faiss
+
             bank = _unit(bank)
             self.index = faiss.IndexFlatL2(bank.shape[1])
             self.index.add(bank)
