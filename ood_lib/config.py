@@ -65,10 +65,10 @@ class DataConfig:
 class DDPMConfig:
     """Class-conditional pixel DDPM with classifier-free guidance."""
 
-    block_out_channels: tuple = (32, 64, 64)
-    layers_per_block: int = 1
+    block_out_channels: tuple = (16, 32, 32)   # digits sized for the 30-min budget on the slowest 2-core
+    layers_per_block: int = 1                   # machine seen (README: The default run); was (32, 64, 64)
     num_train_timesteps: int = 1000
-    steps: int = 1000                  # loss flat from ~1,000 steps (0.024; 1,500 gave no gain)
+    steps: int = 800                   # was 1,000 (loss flat from ~1,000 steps at 32-64-64)
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 100
@@ -138,7 +138,7 @@ class AutoencoderConfig:
     block_out_channels: tuple = (16, 32, 32)
     latent_channels: int = 4
     layers_per_block: int = 1
-    steps: int = 600
+    steps: int = 400                   # was 600 (digits' time budget)
     batch_size: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -180,8 +180,8 @@ class ClassifierConfig:
     model's cache key holds only the fields its loss reads: ``LOSS_FIELDS``)."""
 
     backbone: str = "small_cnn"        # small_cnn | resnet18 | wrn40_2
-    width: int = 32                    # small_cnn width
-    epochs: int = 8
+    width: int = 16                    # small_cnn width (was 32; digits' time budget)
+    epochs: int = 6                    # was 8
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
@@ -269,7 +269,7 @@ class Profile:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     latent_ddpm: DDPMConfig = field(default_factory=lambda: DDPMConfig(
-        block_out_channels=(64, 128), layers_per_block=1, steps=1000, lr=1e-3))
+        block_out_channels=(32, 64), layers_per_block=1, steps=600, lr=1e-3))   # was (64, 128), 1,000 steps
     latent: LatentOutlierConfig = field(default_factory=LatentOutlierConfig)
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
