@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu_run.sh prepare [BUNDLE]          here, where the package index can be reached:
 #       the wheels the GPU machine lacks (for its Python, GPU_PYTHON, default 3.12) and the
-#       offline data, into BUNDLE (default gpu_bundle/, ignored by git; about 50 MB: what
+#       offline data, into BUNDLE (default gpu_bundle/, ignored by git; about 52 MB: what
 #       travels to the GPU machine must stay under 64 MiB with the repository)
 #   benchmarks/gpu_run.sh run [BUNDLE] [OUT] [PROFILE]   there, from the repository's root:
 #       installs the wheels into a private folder (the machine's own torch stays), unpacks the
