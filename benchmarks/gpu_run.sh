@@ -74,7 +74,9 @@ PY
     mkdir -p "$out"
     log="$out/run.log"
     site="${OOD_SITE:-/tmp/ood_site}"
+    set +e   # keep what a failed run wrote: its log and partial results still go to $out
     {
+      set -e
       echo "== installing $(ls "$bundle/wheels" | wc -l) wheels into $site"
       "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$bundle"/wheels/*.whl
       export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="$site/bin:$PATH"
@@ -100,9 +102,10 @@ PY
       echo "== run_all.sh --profile $profile: $(( $(date +%s) - start )) s"
     } 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
-    results="results/$("$py" -c "import sys; sys.path.insert(0, '.'); from ood_lib import get_profile; print(get_profile('$profile').name)")"
+    set -e
+    results="results/$("$py" -c "import sys; sys.path.insert(0, '.'); from ood_lib import get_profile; print(get_profile('$profile').name)" 2>/dev/null || echo "$profile")"
     if [ -d "$results" ]; then
-      tar -czf "$out/results.tar.gz" "$results" results/benchmarks/cost_"$(basename "$results")"_*
+      tar -czf "$out/results.tar.gz" "$results" $(ls results/benchmarks/cost_"$(basename "$results")"_* 2>/dev/null)
       cp "$results/timings.md" "$out/" 2>/dev/null || true
     fi
     exit "$status"
