@@ -15,6 +15,7 @@ artefacts are not reused.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -167,10 +168,22 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     path = folder / "artifact.pt"
     main, wait = process_role()
     if path.exists():
-        art = safe_load(path)
-        if verbose and main:
-            print(f"[{name}] loaded cached artefact {folder.name} (checksum verified)")
-        return art
+        return _load(name, path, verbose and main)
+    with _computing(folder, alone=wait is _no_barrier):
+        if path.exists():    # another run sharing this cache computed it while this one waited
+            return _load(name, path, verbose and main, ", computed by another run")
+        return _compute(name, folder, path, config, compute, main, wait, verbose)
+
+
+def _load(name: str, path: Path, verbose: bool, how: str = "") -> Any:
+    art = safe_load(path)
+    if verbose:
+        print(f"[{name}] loaded cached artefact {path.parent.name}{how} (checksum verified)")
+    return art
+
+
+def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, verbose: bool) -> Any:
+    """Run ``compute`` in the stage's work folder; the main process stores and logs the result."""
     workdir = folder / "work"
     if main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -201,10 +214,37 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
 _NESTED = [0.0]
 
 
+def _no_barrier() -> None:
+    pass
+
+
 def process_role() -> tuple[bool, Callable[[], None]]:
     """(is this the main process, a barrier): one process unless torch.distributed is running."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return dist.get_rank() == 0, dist.barrier
-    return True, lambda: None
+    return True, _no_barrier
+
+
+@contextlib.contextmanager
+def _computing(folder: Path, alone: bool):
+    """Hold ``folder``'s lock while its artefact is computed, so that two runs sharing one cache
+    (two notebooks, a sweep beside ``./run_all.sh``) never train the same stage into the same
+    checkpoint folder: the second waits, then loads what the first stored. Stages form a DAG, so
+    nested locks cannot deadlock. Not taken by the processes of one distributed run (``alone``
+    False: they compute together) nor where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if not alone or fcntl is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

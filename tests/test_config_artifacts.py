@@ -50,3 +50,39 @@ def test_interrupted_stage_leaves_no_artefact_and_corrupt_one_is_reported(tmp_pa
     (folder / "artifact.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="delete"):
         cached("stage", {"k": 2}, boom, verbose=False)
+
+
+_SHARED_CACHE_RUN = """
+import sys, time, torch
+from pathlib import Path
+from ood_lib.artifacts import cached
+
+def compute(workdir):
+    with open(Path(sys.argv[1]) / "computed", "a") as fh:
+        fh.write(sys.argv[2] + "\\n")
+    time.sleep(1.5)     # long enough for the other run to arrive while this one computes
+    return {"value": torch.tensor([7.0]), "by": sys.argv[2]}
+
+art = cached("toy", {"a": 1}, compute, verbose=False)
+print(art["by"], float(art["value"]))
+"""
+
+
+def test_two_runs_sharing_a_cache_compute_a_stage_once(tmp_path):
+    """Two processes asking for the same uncomputed stage: one computes, the other waits for
+    its lock and loads the stored artefact (no shared checkpoint folder, no second training)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OOD_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-c", _SHARED_CACHE_RUN, str(tmp_path)]
+    first = subprocess.Popen([*cmd, "first"], env=env, stdout=subprocess.PIPE, text=True)
+    while not (tmp_path / "computed").exists():    # the first run holds the lock now
+        assert first.poll() is None, "the first run ended before computing"
+        time.sleep(0.01)
+    second = subprocess.run([*cmd, "second"], env=env, stdout=subprocess.PIPE, text=True, check=True)
+    assert first.wait() == 0
+    assert (tmp_path / "computed").read_text() == "first\n"
+    assert first.stdout.read().split() == second.stdout.split() == ["first", "7.0"]
