@@ -65,6 +65,9 @@ STAGES = {s.name: s for s in (
     Stage("sd_regime_screen", 2, ("sd.S", "sd.w", "sd.stride", "sd.clip_sample", "sd.seed")),
     Stage("sd_regime", 2, ("sd",)),                            # v2: reference Fréchet at the set's n
     Stage("sd_test_outliers", 1, ("sd",)),
+    Stage("nuisance_oracle", 1, ()),                           # digits_nuisance only; its settings: key extras
+    Stage("nuisance_check", 1, ()),                            # reads its outlier set's and oracle's keys
+    Stage("nuisance_screen", 1, ("sd.S", "sd.w", "sd.stride", "sd.clip_sample", "sd.seed")),
 )}
 
 
@@ -713,3 +716,109 @@ def outlier_verdicts(profile: Profile, generator: str, seed: int = 0) -> pd.Seri
     return pd.Series({"source class": source.float().mean().item(), "other class (c_r / b)": target.float().mean().item(),
                       "any other class": (~source & ~target).float().mean().item(),
                       "mean confidence": -msp(logits).mean().item()}, name=generator).round(3)
+
+
+# ------------------------------------------------------------------ nuisances (digits_nuisance)
+ORACLE = {"copies": 3, "epochs": 3, "width": 16, "lr": 1e-3, "seed": 0}   # the oracle digit reader: 97.8 % on
+# digits_nuisance's ID test digits, 95.6 % on its near-OOD ones (59 s on 2 cores)
+
+
+def _needs_nuisances(profile: Profile) -> None:
+    if profile.data.dataset != "digits_nuisance":
+        raise ValueError(f"profile {profile.name!r} reads dataset {profile.data.dataset!r}: nuisance measures need "
+                         f"the digits_nuisance dataset (profile 'digits_nuisance'), whose nuisances are known")
+
+
+def nuisance_oracle(profile: Profile) -> dict:
+    """The ten-digit oracle (:func:`ood_lib.nuisance.train_oracle`, settings :data:`ORACLE`) with
+    its accuracy on the benchmark's ID and near-OOD test digits (``test_accuracy``): it judges
+    whether an outlier's digit changed, and is never a model under test."""
+    from . import nuisance
+
+    _needs_nuisances(profile)
+    b = benchmark(profile)
+    key = nuisance_oracle_key(profile)
+
+    def compute(_):
+        cfg = ClassifierConfig(width=ORACLE["width"], epochs=ORACLE["epochs"], lr=ORACLE["lr"])
+        art = nuisance.train_oracle(cfg, copies=ORACLE["copies"], seed=ORACLE["seed"])
+        near = [v for v in b.ood_test.values() if v.group == "near" and v.y is not None]
+        x = torch.cat([b.id_test.x, *(v.x for v in near)])
+        digits = torch.cat([_digits(b, b.id_test.y), *(v.y for v in near)])   # near sets keep the dataset's labels
+        art["test_accuracy"] = (predict(load_classifier(art), x)[0].argmax(1) == digits).float().mean().item()
+        return art
+
+    return cached(STAGES["nuisance_oracle"], key, compute)
+
+
+def _digits(b: Benchmark, y: torch.Tensor | None) -> torch.Tensor | None:
+    """ID class indices as the digits they name (the oracle's classes)."""
+    return None if y is None else torch.tensor([int(b.classes[i]) for i in y.tolist()])
+
+
+def nuisance_measures(profile: Profile, x_out: torch.Tensor, y_source, y_target, source_index=None,
+                      seed: int = 0) -> dict:
+    """:func:`ood_lib.nuisance.nuisance_kept` and :func:`~ood_lib.nuisance.semantics_changed` of an
+    outlier set. ``source_index``: each outlier's source in the ID training split (SD); without
+    it (label-mixup, latent outliers) an outlier's nearest ID training image (pixel L2) stands
+    for its source. The comparison images are random *other* ID training images (``seed``)."""
+    from . import nuisance
+
+    b = benchmark(profile)
+    train = b.id_train
+    if source_index is None:
+        d = torch.cdist(x_out.flatten(1).double(), train.x.flatten(1).double(), compute_mode="donot_use_mm_for_euclid_dist")
+        source_index = d.argmin(1)
+    g = torch.Generator().manual_seed(seed)
+    other = (source_index + torch.randint(1, len(train.x), source_index.shape, generator=g)) % len(train.x)
+    alpha = nuisance.pool_alpha(train.index[source_index])
+    kept = nuisance.nuisance_kept(x_out, train.x[source_index], alpha, train.x[other])
+    oracle = load_classifier(nuisance_oracle(profile))
+    verdict = predict(oracle, x_out)[0].argmax(1)
+    return {**kept, **nuisance.semantics_changed(verdict, _digits(b, y_source), _digits(b, y_target))}
+
+
+def nuisance_check(profile: Profile, generator: str, n: int = 600) -> dict:
+    """:func:`nuisance_measures` of the profile's ``generator`` outliers (``n`` of them, drawn with
+    a fixed seed): nuisance kept beside semantics changed, as the oracle reads them."""
+    _needs_nuisances(profile)
+    key = stage_key(STAGES["nuisance_check"], inputs={"outliers": outlier_key(profile, generator),
+                                                       "oracle": nuisance_oracle_key(profile)},
+                    data=data_fingerprint(profile, "id_train"), n=n)
+
+    def compute(_):
+        out = outliers(profile, generator)
+        idx = torch.randperm(len(out), generator=torch.Generator().manual_seed(0))[:n]
+        src = out.source_index[idx] if generator == "sd" else None
+        y_target = out.y_target[idx] if out.y_target is not None else None
+        return nuisance_measures(profile, out.x[idx], out.y_source[idx], y_target, src)
+
+    return {"set": generator, **cached(STAGES["nuisance_check"], key, compute, verbose=False)}
+
+
+def nuisance_oracle_key(profile: Profile) -> dict:
+    return stage_key(STAGES["nuisance_oracle"], data=data_fingerprint(profile, "id_test", "ood_test"), **ORACLE)
+
+
+def nuisance_screen(profile: Profile, S_values=(100, 200, 300, 400, 500, 600), ws=None, n: int = 120) -> pd.DataFrame:
+    """Nuisance kept against semantics changed over the SD timestep S (and guidance ``ws``,
+    default the profile's w) on ``n`` ID training images drawn once, as :func:`sd_regime_screen`
+    does, without training any classifier: one row per (S, w)."""
+    _needs_nuisances(profile)
+    b = benchmark(profile)
+    rows = []
+    for S in S_values:
+        for w in (ws or (profile.sd.w,)):
+            p = override(profile, sd={"S": S, "w": w})
+            key = stage_key(STAGES["nuisance_screen"], p, inputs={"ddpm": ddpm_key(p), "oracle": nuisance_oracle_key(p)},
+                            data=data_fingerprint(p, "id_train"), n=n)
+
+            def compute(_, p=p):
+                idx = torch.randperm(len(b.id_train.x), generator=torch.Generator().manual_seed(0))[:n]
+                out = semantic_discrepant(load_unet(ddpm(p)), b.id_train.x[idx], b.id_train.y[idx], b.n_classes,
+                                          p.sd.S, p.sd.w, p.sd.stride, seed=p.sd.seed, batch_size=n, progress=False,
+                                          clip_sample=p.sd.clip_sample)
+                return nuisance_measures(p, out["x"], out["y_source"], out["y_target"], idx)
+
+            rows.append({"S": S, "w": w, **cached(STAGES["nuisance_screen"], key, compute, verbose=False)})
+    return pd.DataFrame(rows)

@@ -100,3 +100,45 @@ def test_letters_are_drawn_with_the_same_nuisances():
     letters = nuisance.letters(6, seed=0)
     assert letters.x.shape == (6, 3, 32, 32) and letters.group == "far"
     assert not torch.equal(letters.x, nuisance.letters(6, seed=1).x)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """digits_nuisance at smoke sizes, with a two-epoch oracle (the real one: pipeline.ORACLE),
+    one cache for the module's tests (the oracle and the DDPM are trained once)."""
+    from ood_lib import get_profile, override, pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OOD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setattr(pipeline, "ORACLE", {"copies": 1, "epochs": 2, "width": 16, "lr": 3e-3, "seed": 0})
+        yield override(get_profile("smoke"), name="nuisance_tiny", data={"dataset": "digits_nuisance"})
+
+
+def test_oracle_reads_the_digits_and_copies_keep_every_nuisance(tiny):
+    from ood_lib import pipeline
+
+    oracle = pipeline.nuisance_oracle(tiny)
+    assert oracle["n_classes"] == 10 and oracle["test_accuracy"] > 0.5   # chance: 0.1
+    b = pipeline.benchmark(tiny)
+    idx = torch.arange(0, len(b.id_train.x), 7)
+    x, y = b.id_train.x[idx], b.id_train.y[idx]
+    for source_index in (idx, None):     # None: the nearest ID training image stands for the source
+        m = pipeline.nuisance_measures(tiny, x, y, None, source_index)
+        assert m["background_kept"] == pytest.approx(1.0) and m["stroke_kept"] == pytest.approx(1.0)
+        assert m["detail_ratio"] == pytest.approx(1.0)
+        assert m["background_distance_other"] > 0.05 and np.isnan(m["to_target_oracle"])
+    with pytest.raises(ValueError, match="digits_nuisance"):
+        pipeline.nuisance_oracle(tiny.__class__("plain", seeds=(0,)))
+
+
+def test_nuisance_screen_rows_per_timestep(tiny):
+    from ood_lib import pipeline
+
+    screen = pipeline.nuisance_screen(tiny, S_values=(0, 200), n=12)
+    assert screen[["S", "w"]].values.tolist() == [[0, tiny.sd.w], [200, tiny.sd.w]]
+    # S = 0 returns the sources themselves: every nuisance kept, and the oracle's verdicts
+    # are its reading of the ID images (its errors only)
+    first = screen.iloc[0]
+    assert first.background_kept == pytest.approx(1.0) and first.stroke_kept == pytest.approx(1.0)
+    assert first.left_source_oracle <= 0.5
+    assert screen.iloc[1].background_distance > 0      # denoising moved something
