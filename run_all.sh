@@ -80,7 +80,7 @@ case "$mode" in
     # Fresh artefact cache so the tests exercise every stage, removed afterwards.
     OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1
     trap 'rm -rf "$OOD_CACHE"' EXIT
-    python -m pytest -q tests --nbval-lax notebooks
+    python -m pytest -q --durations=15 tests --nbval-lax notebooks   # the slowest 15: the suite has a 20-min budget
     ;;
   refresh)
     export TQDM_DISABLE=1

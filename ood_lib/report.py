@@ -210,6 +210,34 @@ def outlier_grid(out, source_x: torch.Tensor | None = None, n: int = 10, path: P
     return fig
 
 
+def nuisance_semantics_plot(screen: pd.DataFrame, others: pd.DataFrame | None = None, path: Path | None = None,
+                            title: str = ""):
+    """Paper 3's premise as a picture: nuisance kept (x: mean of background and stroke kept) against
+    semantics changed (y: share the oracle reads as another digit) for SD outliers over S (one
+    line per w, from ``pipeline.nuisance_screen``), with ``others`` (``pipeline.nuisance_check``
+    rows of label-mixup and latent outliers) as points. The premise holds where a point sits
+    top right: nuisances kept, digit changed."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    for w, rows in screen.groupby("w"):
+        kept = (rows.background_kept + rows.stroke_kept) / 2
+        ax.plot(kept, rows.left_source_oracle, marker="o", label=f"SD, w = {w:g}")
+        for k, c, S in zip(kept, rows.left_source_oracle, rows.S):
+            ax.annotate(f"S={S}", (k, c), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for row in ([] if others is None else others.itertuples()):
+        ax.scatter((row.background_kept + row.stroke_kept) / 2, row.left_source_oracle, marker="s", s=40,
+                   label=f"{row.set} (vs nearest ID)" if row.set != "sd" else "sd (default S, w)")
+    ax.set_xlabel("nuisance kept (1 = source's colours, 0 = a random image's)")
+    ax.set_ylabel("semantics changed (oracle: another digit)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
 def write_outlier_diagnostics(diag: pd.DataFrame, outdir: Path) -> Path:
     """``outlier_diagnostics.csv`` and ``.md`` (from ``pipeline.outlier_diagnostics``)."""
     diag.to_csv(outdir / "outlier_diagnostics.csv", index=False, float_format="%.6f")

@@ -142,3 +142,17 @@ def test_nuisance_screen_rows_per_timestep(tiny):
     assert first.background_kept == pytest.approx(1.0) and first.stroke_kept == pytest.approx(1.0)
     assert first.left_source_oracle <= 0.5
     assert screen.iloc[1].background_distance > 0      # denoising moved something
+
+
+def test_nuisance_plot_draws_a_line_per_w_and_a_point_per_other_set(tmp_path):
+    from ood_lib.report import nuisance_semantics_plot
+
+    screen = pd.DataFrame({"S": [100, 300, 100, 300], "w": [1.0, 1.0, 3.0, 3.0], "background_kept": [0.9, 0.6, 0.9, 0.5],
+                           "stroke_kept": [0.9, 0.4, 0.8, 0.3], "left_source_oracle": [0.0, 0.5, 0.1, 0.7]})
+    others = pd.DataFrame({"set": ["mixup", "latent"], "background_kept": [0.1, 0.2], "stroke_kept": [0.0, 0.1],
+                           "left_source_oracle": [0.6, 0.3]})
+    fig = nuisance_semantics_plot(screen, others, path=tmp_path / "premise.png")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["SD, w = 1", "SD, w = 3"]
+    assert np.allclose(ax.get_lines()[1].get_xydata(), [[0.85, 0.1], [0.4, 0.7]])
+    assert len(ax.collections) == 2 and (tmp_path / "premise.png").stat().st_size > 0
