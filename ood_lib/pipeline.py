@@ -723,8 +723,13 @@ ORACLE = {"copies": 3, "epochs": 3, "width": 16, "lr": 1e-3, "seed": 0}   # the 
 # digits_nuisance's ID test digits, 95.6 % on its near-OOD ones (59 s on 2 cores)
 
 
+def has_nuisances(profile: Profile) -> bool:
+    """Whether the profile's dataset knows every image's nuisances (``digits_nuisance``)."""
+    return profile.data.dataset == "digits_nuisance"
+
+
 def _needs_nuisances(profile: Profile) -> None:
-    if profile.data.dataset != "digits_nuisance":
+    if not has_nuisances(profile):
         raise ValueError(f"profile {profile.name!r} reads dataset {profile.data.dataset!r}: nuisance measures need "
                          f"the digits_nuisance dataset (profile 'digits_nuisance'), whose nuisances are known")
 

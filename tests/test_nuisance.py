@@ -156,3 +156,15 @@ def test_nuisance_plot_draws_a_line_per_w_and_a_point_per_other_set(tmp_path):
     assert [line.get_label() for line in ax.get_lines()] == ["SD, w = 1", "SD, w = 3"]
     assert np.allclose(ax.get_lines()[1].get_xydata(), [[0.85, 0.1], [0.4, 0.7]])
     assert len(ax.collections) == 2 and (tmp_path / "premise.png").stat().st_size > 0
+
+
+def test_nuisance_check_of_the_profiles_outlier_sets(tiny):
+    from ood_lib import pipeline
+
+    sd, mixup = pipeline.nuisance_check(tiny, "sd"), pipeline.nuisance_check(tiny, "mixup")
+    assert (sd["set"], sd["n"], mixup["set"], mixup["n"]) == ("sd", tiny.sd.n_outliers, "mixup", tiny.mixup.n_outliers)
+    for check in (sd, mixup):
+        assert all(np.isfinite(check[k]) for k in ("background_kept", "stroke_kept", "detail_ratio",
+                                                    "left_source_oracle", "to_target_oracle"))
+        assert 0 <= check["left_source_oracle"] <= 1
+    assert pipeline.nuisance_check(tiny, "sd") == sd     # cached
