@@ -49,11 +49,6 @@ PAPERS = {
                 "tables": ["paper3_table2_S_w", "paper3_table3_voting", "paper3_table4_sd_as_test"]},
 }
 
-# Paper 3's Table 2 grid (Yoon et al.: S in 50..200, w in {2, 3, 4}), extended to where the
-# class changes on ``digits`` (S up to 600: ``results/digits/sd_sweep_val_screen.md``) and to w = 1,
-# so that the table shows the copy regime and its way out (the regime column says which is which).
-SD_S = (50, 100, 150, 200, 300, 400, 500, 600)
-SD_W = (1.0, 2.0, 3.0, 4.0)
 
 METRIC_LOSSES = ("arcface", "cosface", "supcon", "proxyanchor")
 # Paper 1 scores each family as the paper does: max softmax probability for softmax models,
@@ -147,11 +142,12 @@ def sd_profile(profile: Profile, S: int, w: float) -> Profile:
     return override(profile, sd={"S": S, "w": w})
 
 
-def sd_grid(profile: Profile, S_values=SD_S, ws=SD_W, loss: str = "sd_three_head") -> pd.DataFrame:
-    """``loss`` trained on SD outliers made at each (S, w): tidy rows with ``S`` and ``w`` columns."""
+def sd_grid(profile: Profile, S_values=None, ws=None, loss: str = "sd_three_head") -> pd.DataFrame:
+    """``loss`` trained on SD outliers made at each (S, w) (default: the profile's Table 2 grid,
+    ``table2_S`` x ``table2_w``): tidy rows with ``S`` and ``w`` columns."""
     frames = []
-    for S in S_values:
-        for w in ws:
+    for S in S_values or profile.table2_S:
+        for w in ws or profile.table2_w:
             df = pipeline.evaluate(sd_profile(profile, S, w), [(loss, "sd")])
             df.insert(0, "S", S)
             df.insert(1, "w", w)
@@ -299,10 +295,12 @@ def _title(profile: Profile, what: str, command: str) -> str:
             f"Command: `{command}`")
 
 
-def sd_tables(profile: Profile, S_values=SD_S, ws=SD_W) -> dict:
+def sd_tables(profile: Profile, S_values=None, ws=None) -> dict:
     """Paper 3's Tables 2 and 3 (keys ``table2``, ``table3``; Table 3 at the middle w of ``ws``
     and the voting weight of :func:`voting_alpha`), the validation choice of that weight
-    (``voting_alpha``) and the claims' evidence rows (``sd_grid``, ``voting``)."""
+    (``voting_alpha``) and the claims' evidence rows (``sd_grid``, ``voting``). Default grid: the
+    profile's ``table2_S`` x ``table2_w``."""
+    S_values, ws = S_values or profile.table2_S, ws or profile.table2_w
     df = sd_grid(profile, S_values, ws)
     alpha = voting_alpha(profile)
     voting = voting_rows(profile, S_values, _table3_w(ws), alpha["alpha"])
@@ -314,10 +312,10 @@ def _table3_w(ws) -> float:
     return sorted(ws)[len(ws) // 2]
 
 
-def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=SD_S, ws=SD_W, command: str = "") -> dict:
+def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=None, ws=None, command: str = "") -> dict:
     """Writes :func:`sd_tables` (``paper3_table2_S_w<suffix>``, ``paper3_table3_voting<suffix>``)."""
     tables = sd_tables(profile, S_values, ws)
-    w3 = _table3_w(ws)
+    w3 = _table3_w(ws or profile.table2_w)
     report.write_table(tables["table2"], outdir, f"paper3_table2_S_w{suffix}", _title(
         profile, "Paper 3 Table 2: near-OOD AUROC of the SD three-head model with the DOD score, SD outliers made "
         "at timestep S (rows) and guidance w (columns).", command))
@@ -411,7 +409,7 @@ def settings(profile: Profile, full: bool, seed: int = 0) -> dict:
     the default run's models (``pipeline.DEFAULT_RUNS``, one seed): the profile's own S and w,
     OAL without ablation, ArcFace as the metric loss."""
     if full:
-        return {"profile": profile, "suffix": "_full", "S": SD_S, "w": SD_W, "oal_variants": OAL_VARIANTS,
+        return {"profile": profile, "suffix": "_full", "S": profile.table2_S, "w": profile.table2_w, "oal_variants": OAL_VARIANTS,
                 "metric_losses": METRIC_LOSSES, "test_runs": pipeline.grid_runs()}
     return {"profile": override(profile, seeds=(seed,)), "suffix": "", "S": (profile.sd.S,), "w": (profile.sd.w,),
             "oal_variants": {k: v for k, v in OAL_VARIANTS.items() if not v}, "metric_losses": ("arcface",),

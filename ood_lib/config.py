@@ -274,10 +274,20 @@ class Profile:
     clf: ClassifierConfig = field(default_factory=ClassifierConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     seeds: tuple = (0, 1, 2)
+    # paper 3's Table 2 grid (the --full ablation, notebook 08): S from where SD outliers copy their
+    # source to where they become the guidance class on digits, and the paper's w plus w = 1
+    table2_S: tuple = (50, 100, 150, 200, 300, 400, 500, 600)
+    table2_w: tuple = (1.0, 2.0, 3.0, 4.0)
 
     def __post_init__(self):
         if not self.seeds:
             raise ValueError("seeds = () is empty: a profile needs at least one seed, e.g. seeds=(0,)")
+        if not self.table2_S or not self.table2_w:
+            raise ValueError("table2_S and table2_w need at least one value each (the --full Table 2 grid)")
+        too_far = [S for S in self.table2_S if not 0 <= S <= self.ddpm.num_train_timesteps]
+        if too_far:
+            raise ValueError(f"table2_S {too_far} out of range: 0 <= S <= ddpm.num_train_timesteps = "
+                             f"{self.ddpm.num_train_timesteps}")
         if self.sd.S > self.ddpm.num_train_timesteps:
             raise ValueError(f"sd.S = {self.sd.S} is out of range: SD outliers are diffused to a timestep "
                              f"0 <= S <= ddpm.num_train_timesteps = {self.ddpm.num_train_timesteps}")
@@ -302,6 +312,7 @@ PROFILES = {
         clf=ClassifierConfig(width=16, epochs=4, batch_size=32, lr=3e-3, outlier_batch_size=32),
         scores=ScoreConfig(knn_k=5, dod_k=5),
         seeds=(0,),
+        table2_S=(100, 300), table2_w=(1.0, 3.0),   # the --full code path on 4 settings, not 32
     ),
     # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (37M parameters,
     # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.

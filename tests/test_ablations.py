@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ood_lib import ablations, get_profile, pipeline
-from ood_lib.config import ClassifierConfig, DDPMConfig, config_hash, to_dict
+from ood_lib.config import ClassifierConfig, DDPMConfig, config_hash, override, to_dict
 from ood_lib.diffusion import build_unet
 from ood_lib.train import augment
 
@@ -57,8 +57,17 @@ def test_default_settings_reuse_the_default_runs_models():
     assert all(not v for v in cfg["oal_variants"].values()) and set(cfg["test_runs"]) == default
     assert cfg["profile"].seeds == (0,) and cfg["suffix"] == ""
     full = ablations.settings(P, full=True)
-    assert full["S"] == ablations.SD_S and full["w"] == ablations.SD_W and full["suffix"] == "_full"
-    assert full["profile"].seeds == P.seeds and len(full["oal_variants"]) == 4
+    assert full["S"] == (50, 100, 150, 200, 300, 400, 500, 600) and full["w"] == (1.0, 2.0, 3.0, 4.0)
+    assert full["suffix"] == "_full" and full["profile"].seeds == P.seeds and len(full["oal_variants"]) == 4
+    smoke = ablations.settings(get_profile("smoke"), full=True)   # the --full code path on a 2 x 2 grid
+    assert smoke["S"] == (100, 300) and smoke["w"] == (1.0, 3.0)
+
+
+def test_table2_grid_is_checked_against_the_diffusion_length():
+    with pytest.raises(ValueError, match="table2_S"):
+        override(get_profile("smoke"), table2_S=(100, 5000))
+    with pytest.raises(ValueError, match="at least one value"):
+        override(get_profile("smoke"), table2_w=())
 
 
 def test_fields_added_later_keep_old_cache_keys():
