@@ -188,7 +188,7 @@ def run_paper_tables(args) -> None:
     tables = {**ablations.write_sd_tables(profile, out, suffix, cfg["S"], cfg["w"], command),
               **ablations.write_oal_tables(profile, out, suffix, cfg["oal_variants"], command),
               **ablations.write_paper1(profile, out, suffix, cfg["metric_losses"], command),
-              "table4": ablations.write_sd_as_test(profile, cfg["test_runs"], out, suffix, command)}
+              **ablations.write_sd_as_test(profile, cfg["test_runs"], out, suffix, command)}
     tables["claims"] = ablations.write_claims(tables, profile, out, suffix, command)
     for name, table in tables.items():
         if name not in ablations.evidence(tables):

@@ -50,3 +50,29 @@ def test_dod_alpha_sweep_reweights_the_cached_votes():
     votes_id, votes_near = s["id"]["dod"] - s["id"]["dod_distance"], near["dod"] - near["dod_distance"]
     assert table["alpha=2.5"].item() == round(100 * auroc(s["id"]["dod_distance"] + 2.5 * votes_id,
                                                           near["dod_distance"] + 2.5 * votes_near), 2)
+
+
+def test_paper_tables_cli_hands_every_table_and_the_tidy_evidence_to_the_claims(monkeypatch):
+    """The CLI merges what each ablations.write_* returns: Table 4's tidy rows reach the claims
+    under "table4" (a regression: they once arrived wrapped in write_sd_as_test's dict)."""
+    from ood_lib import ablations, claims
+
+    rows = pd.DataFrame({"loss": ["ce"], "generator": ["none"], "seed": [0]})
+    seen = {}
+    monkeypatch.setattr(ablations, "write_sd_tables", lambda p, o, s, S, w, c: seen.update(S=S, w=w) or
+                        {"table2": rows, "sd_grid": rows})
+    monkeypatch.setattr(ablations, "write_oal_tables", lambda *a: {"ablation": rows})
+    monkeypatch.setattr(ablations, "write_paper1", lambda *a: {"paper1": rows})
+    monkeypatch.setattr(ablations, "write_sd_as_test", lambda *a: {"table4_table": rows, "table4": rows,
+                                                                   "table4_regime": rows})
+
+    def write_claims(tables, profile, outdir, suffix, command):
+        seen.update(evidence=ablations.evidence(tables), suffix=suffix, command=command)
+        return rows
+
+    monkeypatch.setattr(ablations, "write_claims", write_claims)
+    main(["paper-tables", "--profile", "smoke", "--full"])
+    assert set(seen["evidence"]) == {"sd_grid", "paper1", "table4"} and seen["evidence"]["table4"] is rows
+    assert (seen["S"], seen["w"], seen["suffix"]) == ((100, 300), (1.0, 3.0), "_full")
+    assert seen["command"] == "python -m ood_lib paper-tables --profile smoke --full"
+    assert set(claims.KEYS) >= set(seen["evidence"])
