@@ -18,7 +18,8 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
                        every loss x outlier source over the profile's seeds (06, 07: 81 models on
                        digits), the papers' full grids (08, 09: SD timestep x guidance, OAL
                        ablation) and SD outliers from a DDPM trained on pseudo labels (04);
-                       roughly 2-2.5 h more on 2 CPU cores
+                       not timed as one process; its grids took 1 h 42 min on 2 CPU cores as
+                       parallel CLI workers sharing one cache (README: Results)
   --test               the test suite: unit tests + nbval of every notebook on the smoke profile
   --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
                        (their stored outputs are what nbval compares against)
