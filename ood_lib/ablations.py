@@ -138,6 +138,11 @@ def pixel_vs_latent(profile: Profile, loss: str = "oe", score: str = "knn", df: 
 
 
 # ----------------------------------------------------------------------------- paper 3
+def _table2_grid(profile: Profile, S_values, ws) -> tuple:
+    """The (S values, w values) asked for, or the profile's Table 2 grid (``table2_S`` x ``table2_w``)."""
+    return tuple(S_values or profile.table2_S), tuple(ws or profile.table2_w)
+
+
 def sd_profile(profile: Profile, S: int, w: float) -> Profile:
     return override(profile, sd={"S": S, "w": w})
 
@@ -146,8 +151,9 @@ def sd_grid(profile: Profile, S_values=None, ws=None, loss: str = "sd_three_head
     """``loss`` trained on SD outliers made at each (S, w) (default: the profile's Table 2 grid,
     ``table2_S`` x ``table2_w``): tidy rows with ``S`` and ``w`` columns."""
     frames = []
-    for S in S_values or profile.table2_S:
-        for w in ws or profile.table2_w:
+    S_values, ws = _table2_grid(profile, S_values, ws)
+    for S in S_values:
+        for w in ws:
             df = pipeline.evaluate(sd_profile(profile, S, w), [(loss, "sd")])
             df.insert(0, "S", S)
             df.insert(1, "w", w)
@@ -300,7 +306,7 @@ def sd_tables(profile: Profile, S_values=None, ws=None) -> dict:
     and the voting weight of :func:`voting_alpha`), the validation choice of that weight
     (``voting_alpha``) and the claims' evidence rows (``sd_grid``, ``voting``). Default grid: the
     profile's ``table2_S`` x ``table2_w``."""
-    S_values, ws = S_values or profile.table2_S, ws or profile.table2_w
+    S_values, ws = _table2_grid(profile, S_values, ws)
     df = sd_grid(profile, S_values, ws)
     alpha = voting_alpha(profile)
     voting = voting_rows(profile, S_values, _table3_w(ws), alpha["alpha"])
@@ -314,8 +320,9 @@ def _table3_w(ws) -> float:
 
 def write_sd_tables(profile: Profile, outdir, suffix: str, S_values=None, ws=None, command: str = "") -> dict:
     """Writes :func:`sd_tables` (``paper3_table2_S_w<suffix>``, ``paper3_table3_voting<suffix>``)."""
+    S_values, ws = _table2_grid(profile, S_values, ws)
     tables = sd_tables(profile, S_values, ws)
-    w3 = _table3_w(ws or profile.table2_w)
+    w3 = _table3_w(ws)
     report.write_table(tables["table2"], outdir, f"paper3_table2_S_w{suffix}", _title(
         profile, "Paper 3 Table 2: near-OOD AUROC of the SD three-head model with the DOD score, SD outliers made "
         "at timestep S (rows) and guidance w (columns).", command))
@@ -409,8 +416,8 @@ def settings(profile: Profile, full: bool, seed: int = 0) -> dict:
     the default run's models (``pipeline.DEFAULT_RUNS``, one seed): the profile's own S and w,
     OAL without ablation, ArcFace as the metric loss."""
     if full:
-        return {"profile": profile, "suffix": "_full", "S": profile.table2_S, "w": profile.table2_w, "oal_variants": OAL_VARIANTS,
-                "metric_losses": METRIC_LOSSES, "test_runs": pipeline.grid_runs()}
+        return {"profile": profile, "suffix": "_full", "S": profile.table2_S, "w": profile.table2_w,
+                "oal_variants": OAL_VARIANTS, "metric_losses": METRIC_LOSSES, "test_runs": pipeline.grid_runs()}
     return {"profile": override(profile, seeds=(seed,)), "suffix": "", "S": (profile.sd.S,), "w": (profile.sd.w,),
             "oal_variants": {k: v for k, v in OAL_VARIANTS.items() if not v}, "metric_losses": ("arcface",),
             "test_runs": list(pipeline.DEFAULT_RUNS)}
