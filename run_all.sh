@@ -10,6 +10,7 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
   --profile NAME       smoke (minutes) | digits (default, under 30 min on 2 CPU cores) |
+                       digits_nuisance (the digits on textured backdrops, paper 3's premise measured) |
                        cifar10 (GPU hours; data: README) | cifar10_quick (the cifar10 run in minutes
                        on one GPU: benchmarks/gpu_run.sh) | cifar10_smoke (the cifar10 code path, minutes)
   --config FILE.toml   your own dataset and sizes (README: "Use your own data"); results go to

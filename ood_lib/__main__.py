@@ -56,6 +56,10 @@ def main(argv=None) -> None:
                        help="screen every S x w with the regime check first (pipeline.sd_regime_screen) and train only "
                             "pipeline.sd_candidates: per w, the smallest S outside the copy regime")
     sweep.add_argument("--oe-lambda", type=float, nargs="+", default=None)
+    sweep.add_argument("--width", type=int, nargs="+", default=None,
+                       help="classifier widths (small_cnn) to compare on validation (default: the profile's)")
+    sweep.add_argument("--epochs", type=int, nargs="+", default=None,
+                       help="classifier epochs to compare on validation (default: the profile's)")
     sweep.add_argument("--losses", nargs="+", default=["ce", "oe"],
                        help="losses trained at each setting (each with its default outlier source)")
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -104,8 +108,11 @@ def main(argv=None) -> None:
 
     profile = get_profile(args.profile)
     stride = {"stride": args.stride} if args.stride else {}
-    grid = [{"sd": {"S": S, "w": w, **stride}, "clf": {"oe_lambda": lam}}
-            for S in args.S for w in (args.w or [profile.sd.w]) for lam in (args.oe_lambda or [profile.clf.oe_lambda])]
+    sizes = [{**({"width": width} if args.width else {}), **({"epochs": epochs} if args.epochs else {})}
+             for width in (args.width or [None]) for epochs in (args.epochs or [None])]
+    grid = [{"sd": {"S": S, "w": w, **stride}, "clf": {"oe_lambda": lam, **size}}
+            for S in args.S for w in (args.w or [profile.sd.w]) for lam in (args.oe_lambda or [profile.clf.oe_lambda])
+            for size in sizes]
     out = report.results_dir(profile.name)
     screen_md = ""
     if args.screen:
@@ -127,6 +134,8 @@ def main(argv=None) -> None:
         f"--S {' '.join(map(str, args.S))}" + (f" --w {' '.join(map(str, args.w))}" if args.w else "")
         + (f" --stride {args.stride}" if args.stride else "") + (" --screen" if args.screen else "")
         + (f" --oe-lambda {' '.join(map(str, args.oe_lambda))}" if args.oe_lambda else "")
+        + (f" --width {' '.join(map(str, args.width))}" if args.width else "")
+        + (f" --epochs {' '.join(map(str, args.epochs))}" if args.epochs else "")
         + (f" --losses {' '.join(args.losses)}" if args.losses != ["ce", "oe"] else "")
         + f" --seeds {' '.join(map(str, args.seeds))} --out {args.out}`\n\n{screen_md}{table.to_markdown(index=False)}\n"
         + _sd_choice(df))

@@ -330,10 +330,11 @@ def training_curves(logs: dict, key: str = "loss", path: Path | None = None, tit
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%), and the
-    marks (collapse, SD regime check) of each model."""
+    """Validation sweep: rows (setting, loss), columns score, cells near-OOD AUROC (%), the ID
+    validation accuracy (%) and the marks (collapse, SD regime check) of each model."""
     near = df[df.ood_group == "near"]
     table = (100 * near.groupby(["setting", "loss", "score"]).AUROC.mean()).round(2).unstack("score")
+    table["ID acc"] = (100 * df.groupby(["setting", "loss"]).ID_acc.mean()).round(1)
     return _with_marks(table, df, ["setting", "loss"]).reset_index()
 
 

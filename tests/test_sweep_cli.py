@@ -17,6 +17,19 @@ def test_sweep_cli_evaluates_each_setting_on_validation_splits_only(capsys):
     assert "python -m ood_lib sweep --profile smoke --S 50 100 --seeds 0 --out test_sweep" in md
 
 
+def test_sweep_cli_compares_classifier_sizes_with_their_id_accuracy():
+    main(["sweep", "--profile", "smoke", "--S", "50", "--width", "4", "8", "--losses", "ce", "--out", "test_width"])
+    out = results_dir("smoke")
+    df = pd.read_csv(out / "test_width.csv")
+    widths = df.setting.str.extract(r'"width": (\d+)')[0].astype(int)
+    assert set(widths) == {4, 8}
+    acc = df.groupby(widths).ID_acc.first()
+    assert acc[4] != acc[8]                                   # two models, not one trained twice
+    md = (out / "test_width.md").read_text()
+    assert "--S 50 --width 4 8 --losses ce --seeds 0 --out test_width" in md
+    assert "ID acc" in md and f"{100 * acc[8]:.1f}" in md     # the validation accuracy beside the AUROCs
+
+
 def test_grid_cli_writes_the_loss_by_source_and_score_tables():
     main(["grid", "--profile", "smoke", "--runs", "ce:none", "supcon:mixup", "--suffix", "_test"])
     out = results_dir("smoke")
