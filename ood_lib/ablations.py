@@ -164,13 +164,17 @@ def sd_grid(profile: Profile, S_values=None, ws=None, loss: str = "sd_three_head
 def sd_grid_table(df: pd.DataFrame, score: str = "dod", group: str = "near") -> pd.DataFrame:
     """Table 2: rows S, columns w, cells ``group`` AUROC (mean ± std %) of ``score``; beside each
     w, the regime check of its outliers (``pipeline.mark_rows``: share leaving the source class,
-    share landing on c_r, "COPY REGIME" when under a quarter leave)."""
+    share landing on c_r, "COPY REGIME" when under a quarter leave) and the pixel DDPM's fidelity
+    gate at that w (``generator``)."""
     cells = _mean_std(_per_seed(df[df.score == score], ["S", "w"], group), ["S", "w"]).unstack("w")
     regime = df.groupby(["S", "w"], sort=False).outlier_check.first().unstack("w")
+    gen = df.groupby("w", sort=False).generator_check.first() if "generator_check" in df.columns else None
     table = pd.DataFrame(index=cells.index)
     for w in cells.columns:
         table[f"w = {w:g}"] = cells[w]
         table[f"w = {w:g} regime"] = regime[w]
+        if gen is not None:
+            table[f"w = {w:g} generator"] = gen[w]
     return table
 
 
@@ -263,7 +267,8 @@ def sd_test_regimes(profile: Profile) -> pd.DataFrame:
 def sd_as_test(profile: Profile, runs) -> pd.DataFrame:
     """Table 4: each model of ``runs`` (``(loss, generator)`` pairs, over the profile's seeds)
     scored on ID test vs :func:`sd_test_set` and vs its control; tidy rows, ``ood_group``
-    "sd_test", column ``test_set`` "sd" or "control", with ``pipeline.mark_rows``' marks."""
+    "sd_test", column ``test_set`` "sd" or "control", with ``pipeline.mark_rows``' marks (every row
+    marked GENERATOR FAILED when the pixel DDPM that made the test sets fails its SD-setting gate)."""
     b = pipeline.benchmark(profile)
     frames = []
     for kind in TABLE4_SETS:
@@ -285,7 +290,14 @@ def sd_as_test(profile: Profile, runs) -> pd.DataFrame:
                                    loss=loss, seed=seed)
                 df.insert(0, "test_set", kind)
                 frames.append(df)
-    return pipeline.mark_rows(profile, pd.concat(frames, ignore_index=True))
+    df = pipeline.mark_rows(profile, pd.concat(frames, ignore_index=True))
+    # the test sets are the pixel DDPM's SD outputs: a failed generator voids every row, not only
+    # the rows of models trained on its outliers
+    test_gen = pipeline.model_check(profile, "ddpm", "sd")
+    if not test_gen["passed"]:
+        df["generator_check"] = "test set: " + test_gen["text"]
+        df["generator_failed"] = True
+    return df
 
 
 def table4(df: pd.DataFrame) -> pd.DataFrame:

@@ -77,12 +77,21 @@ class DDPMConfig:
     checkpoint_every: int = 250
     seed: int = 0
     attention: bool = added_later(False)  # self-attention in the two lowest-resolution levels (CIFAR UNet)
+    # the training recipe (benchmarks/generator_recipes.py compares them on 2 CPU cores)
+    prediction_type: str = added_later("epsilon")   # what the UNet predicts: "epsilon" or "v_prediction"
+    snr_gamma: float = added_later(0.0)             # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
+    beta_schedule: str = added_later("linear")      # "linear" (DDPM) or "squaredcos_cap_v2" (cosine)
 
     def __post_init__(self):
         for f in ("num_train_timesteps", "steps", "batch_size", "checkpoint_every"):
             _at_least(self, f, 1)
         _require(self, "lr", self.lr > 0, "the learning rate must be > 0")
         _require(self, "p_uncond", 0 <= self.p_uncond < 1, "a probability in [0, 1)")
+        _require(self, "prediction_type", self.prediction_type in ("epsilon", "v_prediction"),
+                 "'epsilon' or 'v_prediction'")
+        _require(self, "snr_gamma", self.snr_gamma >= 0, "min-SNR's gamma must be >= 0 (0 = off)")
+        _require(self, "beta_schedule", self.beta_schedule in ("linear", "squaredcos_cap_v2"),
+                 "'linear' or 'squaredcos_cap_v2'")
 
 
 @dataclass(frozen=True)
@@ -278,6 +287,8 @@ class Profile:
     # source to where they become the guidance class on digits, and the paper's w plus w = 1
     table2_S: tuple = (50, 100, 150, 200, 300, 400, 500, 600)
     table2_w: tuple = (1.0, 2.0, 3.0, 4.0)
+    # samples per class of each generator's fidelity check (ood_lib.fidelity; pipeline.generator_fidelity)
+    fidelity_n_per_class: int = added_later(50)
 
     def __post_init__(self):
         if not self.seeds:
@@ -313,6 +324,7 @@ PROFILES = {
         scores=ScoreConfig(knn_k=5, dod_k=5),
         seeds=(0,),
         table2_S=(100, 300), table2_w=(1.0, 3.0),   # the --full code path on 4 settings, not 32
+        fidelity_n_per_class=10,
     ),
     # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (37M parameters,
     # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.

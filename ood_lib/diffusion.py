@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 
 from .artifacts import atomic_save, safe_load
 from .runtime import (LossLog, make_accelerator, progress as progress_bar, seed_everything, shard, step_generator,
@@ -47,8 +47,39 @@ def build_unet(cfg: DDPMConfig, n_classes: int, image_size: int = 28, channels: 
     )
 
 
+def schedule_of(cfg: DDPMConfig) -> dict:
+    """The settings a sampler must share with training: stored in the artefact and on the
+    loaded UNet's config (:func:`load_unet`), read back by :func:`unet_schedule`."""
+    return {"num_train_timesteps": cfg.num_train_timesteps, "beta_schedule": cfg.beta_schedule,
+            "prediction_type": cfg.prediction_type}
+
+
+def unet_schedule(unet: UNet2DModel) -> dict:
+    """The training schedule a UNet was trained with (defaults: 1,000 linear steps, epsilon)."""
+    c = unet.config
+    return {"num_train_timesteps": c.get("num_train_timesteps") or 1000,
+            "beta_schedule": c.get("beta_schedule") or "linear", "prediction_type": c.get("prediction_type") or "epsilon"}
+
+
 def noise_scheduler(cfg: DDPMConfig) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="linear")
+    s = schedule_of(cfg)
+    return DDPMScheduler(num_train_timesteps=s["num_train_timesteps"], beta_schedule=s["beta_schedule"],
+                         prediction_type=s["prediction_type"])
+
+
+def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                   scheduler: DDPMScheduler, snr_gamma: float = 0.0) -> torch.Tensor:
+    """MSE to the scheduler's target (the noise, or v = sqrt(abar) * noise - sqrt(1 - abar) * x0),
+    per sample weighted by min-SNR-gamma (Hang et al. 2023) when ``snr_gamma`` > 0: the weight
+    min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v, as diffusers' training examples."""
+    v = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(x0, noise, t) if v else noise
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    if snr_gamma > 0:
+        snr = compute_snr(scheduler, t)
+        weight = torch.clamp(snr, max=snr_gamma) / (snr + 1 if v else snr)
+        per_sample = per_sample * weight
+    return per_sample.mean()
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -67,7 +98,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     images via :func:`to_model_space` or scaled latents); checkpoint to
     ``workdir/checkpoint.pt`` and resume from it.
 
-    Returns ``{"unet_config", "ema_state", "losses", "steps"}``. ``stop_after`` ends the
+    Returns ``{"unet_config", "ema_state", "losses", "steps", "schedule"}``. ``stop_after`` ends the
     loop early after that many steps in this call (used to test resumption).
     """
     seed_everything(cfg.seed)
@@ -109,7 +140,7 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
         xt = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = unet(xt, t, class_labels=y).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = diffusion_loss(pred, x0, noise, t, scheduler, cfg.snr_gamma)
         accelerator.backward(loss)
         sync_gradients(unet.parameters(), accelerator, len(x0), cfg.batch_size)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
@@ -135,13 +166,15 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     final = copy.deepcopy(unet).cpu()
     ema.copy_to(final.parameters())
     return {"unet_config": dict(final.config), "ema_state": final.state_dict(),
-            "losses": torch.tensor(losses), "steps": step}
+            "losses": torch.tensor(losses), "steps": step, "schedule": schedule_of(cfg)}
 
 
 def load_unet(artifact: dict) -> UNet2DModel:
-    """Rebuild the EMA UNet from a :func:`train_ddpm` artefact, in eval mode."""
+    """Rebuild the EMA UNet from a :func:`train_ddpm` artefact, in eval mode, its config holding
+    the training schedule the samplers read (:func:`unet_schedule`)."""
     unet = UNet2DModel.from_config(artifact["unet_config"])
     unet.load_state_dict(artifact["ema_state"])
+    unet.register_to_config(**artifact.get("schedule", {}))
     return unet.eval()
 
 
@@ -189,25 +222,27 @@ def guided_eps(unet: UNet2DModel, x_t: torch.Tensor, t, cond: torch.Tensor, w: f
 SAMPLERS = ("ddim", "ddpm")
 
 
-def ddim_scheduler(num_train_timesteps: int, stride: int, clip_sample: bool = False) -> DDIMScheduler:
+def ddim_scheduler(num_train_timesteps: int, stride: int, clip_sample: bool = False,
+                   beta_schedule: str = "linear", prediction_type: str = "epsilon") -> DDIMScheduler:
     """Deterministic DDIM (eta=0) visiting timesteps ..., 2*stride, stride, 0.
 
     ``clip_sample`` (diffusers' default is True) clips the x_0 prediction to [-1, 1] at every
     step. Combined with classifier-free guidance it pulls samples away from their class, so it
-    is off here; ``pipeline.conditional_accuracy`` on a profile with ``sd={"clip_sample": True}``
+    is off here; ``pipeline.generator_fidelity`` on a profile with ``sd={"clip_sample": True}``
     measures the effect."""
-    return _scheduler("ddim", num_train_timesteps, stride, clip_sample)
+    return _scheduler("ddim", stride, clip_sample, {"num_train_timesteps": num_train_timesteps,
+                                                    "beta_schedule": beta_schedule, "prediction_type": prediction_type})
 
 
-def _scheduler(sampler: str, num_train_timesteps: int, stride: int, clip_sample: bool):
+def _scheduler(sampler: str, stride: int, clip_sample: bool, schedule: dict):
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {SAMPLERS}")
+    num_train_timesteps = schedule["num_train_timesteps"]
     if num_train_timesteps % stride:
         raise ValueError(f"stride {stride} must divide num_train_timesteps {num_train_timesteps}")
     kind = DDIMScheduler if sampler == "ddim" else DDPMScheduler
     extra = {"set_alpha_to_one": True} if sampler == "ddim" else {}
-    sched = kind(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
-                 clip_sample=clip_sample, timestep_spacing="leading", **extra)
+    sched = kind(**schedule, clip_sample=clip_sample, timestep_spacing="leading", **extra)
     sched.set_timesteps(num_train_timesteps // stride)
     return sched
 
@@ -222,8 +257,9 @@ def denoise(unet: UNet2DModel, x_t: torch.Tensor, t_start: int, cond: torch.Tens
     DDIM visits t_start, t_start - stride, ... and steps from the last one straight to x_0, so
     any t_start works (e.g. paper 3's S = 80 with stride 20 or 50). The DDPM sampler needs
     t_start on its grid (a multiple of ``stride``)."""
-    n_train = unet.config.get("num_train_timesteps") or 1000
-    sched = _scheduler(sampler, n_train, stride, clip_sample)
+    schedule = unet_schedule(unet)
+    n_train = schedule["num_train_timesteps"]
+    sched = _scheduler(sampler, stride, clip_sample, schedule)
     if not 0 <= t_start < n_train:
         raise ValueError(f"start timestep {t_start} must lie in [0, {n_train})")
     if sampler == "ddpm" and t_start % stride:
@@ -250,7 +286,7 @@ def generate(unet: UNet2DModel, cond: torch.Tensor, w: float, stride: int, seed:
     g = torch.Generator().manual_seed(seed)
     c = unet.config
     noise = torch.randn((len(cond), c.in_channels, c.sample_size, c.sample_size), generator=g)
-    n_train = c.get("num_train_timesteps") or 1000
+    n_train = unet_schedule(unet)["num_train_timesteps"]
     device = next(unet.parameters()).device
     step = batch_size or len(cond)
     out = []
@@ -266,9 +302,10 @@ def sample(unet: UNet2DModel, labels: torch.Tensor, w: float = 3.0, stride: int 
     return to_image_space(generate(unet, labels, w, stride, seed, sampler, clip_sample))
 
 
-def diffuse(x0: torch.Tensor, t: int, noise: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
+def diffuse(x0: torch.Tensor, t: int, noise: torch.Tensor, num_train_timesteps: int = 1000,
+            beta_schedule: str = "linear") -> torch.Tensor:
     """q(x_t | x_0) for images in [-1, 1] at DDPM timestep ``t``."""
-    sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
+    sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
     return sched.add_noise(x0, noise, torch.full((len(x0),), t, dtype=torch.long))
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 from .data import ImageSet
 from .models import SmallCNN
-from .diffusion import denoise, diffuse, generate, mix_labels, to_image_space, to_model_space
+from .diffusion import denoise, diffuse, generate, mix_labels, to_image_space, to_model_space, unet_schedule
 from .runtime import progress as progress_bar
 
 GENERATORS = ("sd", "mixup", "latent")
@@ -111,11 +111,11 @@ def semantic_discrepant(unet: UNet2DModel, x0: torch.Tensor, y: torch.Tensor, n_
     if S == 0:
         return {"x": x0.clone(), "y_source": y.clone(), "y_target": c_r}
     device = next(unet.parameters()).device
-    n_train = unet.config.get("num_train_timesteps") or 1000
+    schedule = unet_schedule(unet)
     out = []
     for i in progress_bar(range(0, len(x0), batch_size), desc=f"SD outliers (S={S}, w={w})", main=progress):
         sl = slice(i, i + batch_size)
-        x_S = diffuse(to_model_space(x0[sl]), S, noise[sl], n_train)
+        x_S = diffuse(to_model_space(x0[sl]), S, noise[sl], schedule["num_train_timesteps"], schedule["beta_schedule"])
         x = denoise(unet, x_S.to(device), S, c_r[sl].to(device), w, stride, clip_sample)
         out.append(to_image_space(x.cpu()))
     return {"x": torch.cat(out), "y_source": y.clone(), "y_target": c_r}

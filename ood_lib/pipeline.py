@@ -21,8 +21,9 @@ from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import LOSS_FIELDS, ClassifierConfig, Profile, override
 from .data import Benchmark, load_benchmark
 from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand, regime_text, sd_regime as _regime
-from .diffusion import load_unet, sample, to_model_space, train_ddpm
-from .metrics import auroc, id_accuracy
+from .diffusion import generate, load_unet, to_image_space, to_model_space, train_ddpm
+from .fidelity import FAILED, fidelity, gate
+from .metrics import auroc
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
                        make_sd_outliers, semantic_discrepant)
@@ -61,7 +62,7 @@ STAGES = {s.name: s for s in (
     Stage("latent_outliers", 1, ("latent",)),
     Stage("classifier", 1, _CLF_COMMON),                       # plus the fields its loss reads (Loss.fields)
     Stage("scores", 1, ("scores",)),
-    Stage("conditional_accuracy", 1, ("mixup.stride", "sd.clip_sample")),
+    Stage("generator_fidelity", 1, ()),                        # its sampler setting: a key extra
     Stage("sd_regime_screen", 2, ("sd.S", "sd.w", "sd.stride", "sd.clip_sample", "sd.seed")),
     Stage("sd_regime", 2, ("sd",)),                            # v2: reference Fréchet at the set's n
     Stage("sd_test_outliers", 1, ("sd",)),
@@ -162,8 +163,22 @@ def ddpm(profile: Profile, labels: str = "true") -> dict:
     """Train (or load) the class-conditional pixel DDPM on the ID training split, conditioned
     on true labels or on pseudo labels (the SD paper's unlabelled setting)."""
     b = benchmark(profile)
-    return cached("ddpm", ddpm_key(profile, labels), _timed(lambda wd: train_ddpm(
-        to_model_space(b.id_train.x), train_labels(profile, labels), b.n_classes, profile.ddpm, wd)))
+    made = []
+
+    def compute(workdir):
+        made.append(True)
+        return train_ddpm(to_model_space(b.id_train.x), train_labels(profile, labels), b.n_classes, profile.ddpm, workdir)
+
+    art = cached("ddpm", ddpm_key(profile, labels), _timed(compute))
+    if made and labels == "true":
+        _print_check(profile, "ddpm")
+    return art
+
+
+def _print_check(profile: Profile, model: str) -> None:
+    """A generator just trained: its fidelity gate at each outlier setting (:func:`generator_fidelity`)."""
+    for r in generator_fidelity(profile, model):
+        print(f"[{model}] fidelity at the {r['setting']} settings: {r['text']}")
 
 
 def latent_ddpm_key(profile: Profile) -> dict:
@@ -181,15 +196,22 @@ def latent_ddpm(profile: Profile) -> dict:
         scale = 1.0 / z.std().item()
         art = train_ddpm(z * scale, b.id_train.y, b.n_classes, profile.latent_ddpm, workdir)
         art["scale"] = scale
+        made.append(True)
         return art
 
-    return cached("latent_ddpm", latent_ddpm_key(profile), _timed(compute))
+    made = []
+    art = cached("latent_ddpm", latent_ddpm_key(profile), _timed(compute))
+    if made:
+        _print_check(profile, "latent_ddpm")
+    return art
 
 
-def decode_latents(profile: Profile, latents: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] from the latent DDPM's (scaled) latents."""
+def decode_latents(profile: Profile, latents: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Images in [0, 1] from the latent DDPM's (scaled) latents (``scale``: the latent DDPM's,
+    by default the profile's)."""
     x = benchmark(profile).id_train.x
-    return decode(autoencoder(profile), latents / latent_ddpm(profile)["scale"], x.shape[-1], channels=x.shape[1])
+    scale = latent_ddpm(profile)["scale"] if scale is None else scale
+    return decode(autoencoder(profile), latents / scale, x.shape[-1], channels=x.shape[1])
 
 
 # ------------------------------------------------------------------------------ outliers
@@ -468,13 +490,18 @@ def evaluate(profile: Profile, losses=("ce", "oe"), split: str = "test") -> pd.D
 
 def mark_rows(profile: Profile, df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Adds the diagnostics every table shows beside a result: ``ID_acc_vs_ce`` and ``collapsed``
-    (:func:`ood_lib.evaluation.mark_collapse`, against this profile's CE model of the same seed)
-    and ``outlier_check`` (the SD regime check of the model's SD outliers, "" for other sources)."""
+    (:func:`ood_lib.evaluation.mark_collapse`, against this profile's CE model of the same seed),
+    ``outlier_check`` (the SD regime check of the model's SD outliers, "" for other sources) and
+    ``generator_check`` / ``generator_failed`` (the fidelity gate of the generator behind the
+    model's outliers, :func:`generator_check`; "" / False without outliers)."""
     ce = {seed: score_sets(profile, "ce", seed, split, "none")["id_acc"] for seed in sorted(set(df.seed))}
     df = evaluation.mark_collapse(df, ce)
     regime = sd_regime(profile) if (df.generator == "sd").any() else None
     df["outlier_check"] = [regime_text(regime, short=True) if g == "sd" else "" for g in df.generator]
     df["copy_regime"] = [g == "sd" and regime["copy_regime"] for g in df.generator]
+    checks = {g: generator_check(profile, g) for g in set(df.generator) if g != "none"}
+    df["generator_check"] = [checks[g]["text"] if g in checks else "" for g in df.generator]
+    df["generator_failed"] = [g in checks and not checks[g]["passed"] for g in df.generator]
     return df
 
 
@@ -601,28 +628,137 @@ def confidence_on(profile: Profile, losses=("ce", "oe"), seed: int = 0) -> pd.Da
     return pd.DataFrame(table).round(3)
 
 
-def conditional_accuracy(profile: Profile, ws=(0.0, 1.0, 3.0), n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
-    """How well the DDPM follows its label: the CE classifier's accuracy on guided DDIM samples
-    of each class at the label-mixup sampler's stride, for each guidance weight w (a check of
-    the sampler, not of OOD detection)."""
+# ------------------------------------------------------------------------ generator fidelity
+GENERATOR_MODELS = {"sd": ("ddpm", "sd"), "mixup": ("ddpm", "mixup"), "latent": ("latent_ddpm", "latent")}
+MODEL_NAMES = {"ddpm": "pixel DDPM", "latent_ddpm": "latent DDPM"}
+
+
+def fidelity_settings(profile: Profile, model: str) -> dict[str, dict]:
+    """The sampler settings at which ``model`` ("ddpm" or "latent_ddpm") is checked: those of
+    each outlier generator that samples it (SD's w, stride and clipping from pure noise; the
+    label-mixup or latent sampler), and w = 0 (no guidance) at the first one's stride."""
+    if model == "ddpm":
+        m, sd = profile.mixup, profile.sd
+        out = {"mixup": {"w": m.w, "stride": m.stride, "sampler": m.sampler, "clip_sample": False},
+               "sd": {"w": sd.w, "stride": sd.stride, "sampler": "ddim", "clip_sample": sd.clip_sample}}
+    elif model == "latent_ddpm":
+        lt = profile.latent
+        out = {"latent": {"w": lt.w, "stride": lt.stride, "sampler": lt.sampler, "clip_sample": False}}
+    else:
+        raise KeyError(f"unknown generator model {model!r}; valid: {list(MODEL_NAMES)}")
+    first = next(iter(out.values()))
+    return {**out, "w=0": {**first, "w": 0.0}}
+
+
+def fidelity_judge(profile: Profile):
+    """The independent classifier that judges generated samples: the profile's CE model (seed
+    ``profile.seeds[0]``), or on ``digits_nuisance`` the digit oracle (its ten digits mapped to
+    the ID classes; another digit counts as wrong). Returns ``(judge(x) -> (pred, feats), key)``."""
     b = benchmark(profile)
-    key = stage_key(STAGES["conditional_accuracy"], profile,
-                    inputs={"ddpm": ddpm_key(profile), "judge": classifier_key(profile, "ce", seed)},
-                    ws=list(ws), n_per_class=n_per_class, seed=seed)
+    if has_nuisances(profile):
+        oracle = load_classifier(nuisance_oracle(profile))
+        to_class = torch.full((10,), -1, dtype=torch.long)
+        to_class[[int(c) for c in b.classes]] = torch.arange(b.n_classes)
 
-    def compute(_):
-        unet = load_unet(ddpm(profile))
-        judge = load_classifier(classifier(profile, "ce", seed))
-        labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
-        rows = []
-        for w in ws:
-            x = sample(unet, labels, w=w, stride=profile.mixup.stride, seed=seed, clip_sample=profile.sd.clip_sample)
-            logits, _ = predict(judge, x)
-            rows.append({"w": w, "accuracy": id_accuracy(logits, labels),
-                         "mean_msp": -msp(logits).mean().item()})
-        return rows
+        def judge(x):
+            logits, feats = predict(oracle, x)
+            return to_class[logits.argmax(1)], feats
+        return judge, nuisance_oracle_key(profile)
+    seed = profile.seeds[0]
+    model = load_classifier(classifier(profile, "ce", seed))
 
-    return pd.DataFrame(cached("conditional_accuracy", key, compute)).round(3)
+    def judge(x):
+        logits, feats = predict(model, x)
+        return logits.argmax(1), feats
+    return judge, classifier_key(profile, "ce", seed)
+
+
+def fidelity_judge_key(profile: Profile) -> dict:
+    return nuisance_oracle_key(profile) if has_nuisances(profile) else classifier_key(profile, "ce", profile.seeds[0])
+
+
+def fidelity_rows(profile: Profile, unet, model: str, n_per_class: int = 50, seed: int = 0,
+                  judge=None, keep: int = 8, latent_scale: float | None = None) -> list[dict]:
+    """:func:`ood_lib.fidelity.fidelity` and its :func:`~ood_lib.fidelity.gate` of ``unet`` (the
+    profile's ``model``, or any UNet of that kind, e.g. a benchmark's candidate) at each of
+    :func:`fidelity_settings` (uncached; :func:`generator_fidelity` caches the profile's own)."""
+    judge = judge or fidelity_judge(profile)[0]
+    return [_fidelity_at(profile, unet, model, name, setting, n_per_class, seed, judge, keep, latent_scale)
+            for name, setting in fidelity_settings(profile, model).items()]
+
+
+def _fidelity_at(profile: Profile, unet, model: str, name: str, setting: dict, n_per_class: int, seed: int,
+                 judge, keep: int = 8, latent_scale: float | None = None) -> dict:
+    """One fidelity row: ``n_per_class`` samples of each class from pure noise at ``setting``
+    (latents decoded, with ``latent_scale`` when the UNet is not the profile's), judged; the row
+    keeps its first ``keep`` samples per class (``samples``, for the grid)."""
+    b = benchmark(profile)
+    val_feats, test_feats = judge(b.id_val.x)[1], judge(b.id_test.x)[1]
+    labels = torch.arange(b.n_classes).repeat_interleave(n_per_class)
+    s = setting
+    z = generate(unet, labels, s["w"], s["stride"], seed, s["sampler"], s["clip_sample"], batch_size=500)
+    x = to_image_space(z) if model == "ddpm" else decode_latents(profile, z, latent_scale)
+    pred, feats = judge(x)
+    row = fidelity(pred, labels, x, b.id_val.x, feats, val_feats, test_feats, b.n_classes)
+    first = torch.cat([torch.nonzero(labels == c).flatten()[:keep] for c in range(b.n_classes)])
+    verdict = gate(row)
+    if name == "w=0":                            # shown beside the gated settings, never gated itself
+        verdict["text"] = "not gated (w = 0): " + verdict["text"].replace(f"{FAILED}: ", "below the gate: ")
+    return {"model": MODEL_NAMES[model], "setting": name, **s, **row, **verdict, "samples": x[first]}
+
+
+def generator_fidelity(profile: Profile, model: str = "ddpm", n_per_class: int | None = None, seed: int = 0) -> list[dict]:
+    """The fidelity check of the profile's pixel DDPM (``model="ddpm"``, true labels) or latent
+    DDPM (``"latent_ddpm"``) at each of :func:`fidelity_settings`, each setting cached on its own
+    (an ablation that changes one generator's w checks only that setting); printed when the
+    generator is trained (:func:`ddpm`, :func:`latent_ddpm`).
+    ``n_per_class``: default ``profile.fidelity_n_per_class``."""
+    n_per_class = n_per_class or profile.fidelity_n_per_class
+    model_key = ddpm_key(profile) if model == "ddpm" else latent_ddpm_key(profile)
+    rows = []
+    for name, setting in fidelity_settings(profile, model).items():
+        key = stage_key(STAGES["generator_fidelity"], inputs={model: model_key, "judge": fidelity_judge_key(profile)},
+                        data=data_fingerprint(profile, "id_val", "id_test"), model=model, setting=setting,
+                        n_per_class=n_per_class, seed=seed)
+
+        def compute(_, name=name, setting=setting):
+            unet = load_unet(ddpm(profile) if model == "ddpm" else latent_ddpm(profile))
+            return _fidelity_at(profile, unet, model, name, setting, n_per_class, seed, fidelity_judge(profile)[0])
+
+        rows.append({**cached(STAGES["generator_fidelity"], key, compute, verbose=False), "setting": name})
+    return rows
+
+
+def fidelity_table(profile: Profile, models=("ddpm", "latent_ddpm"), n_per_class: int | None = None) -> pd.DataFrame:
+    """One row per (generator model, sampler setting): conditional accuracy overall, lowest and
+    per class, degenerate shares, Fréchet distance to ID validation beside ID test's own, the gate."""
+    b = benchmark(profile)
+    rows = []
+    for model in models:
+        for r in generator_fidelity(profile, model, n_per_class):
+            row = {k: v for k, v in r.items() if k not in ("samples", "per_class", "clip_sample")}
+            row.update({f"acc_{c}": a for c, a in zip(b.classes, r["per_class"])})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def generator_check(profile: Profile, generator: str) -> dict:
+    """The gate of the generator model behind an outlier source ("sd", "mixup", "latent") at that
+    source's settings: ``{"passed", "text"}``. SD outliers from a DDPM trained on pseudo labels
+    are not checked (its classes are clusters, which the judge does not know)."""
+    if generator not in GENERATOR_MODELS:
+        raise KeyError(f"unknown generator {generator!r}; valid: {list(GENERATOR_MODELS)}")
+    if generator == "sd" and profile.sd.labels == "pseudo":
+        return {"passed": True, "text": "not checked: DDPM on pseudo labels"}
+    model, setting = GENERATOR_MODELS[generator]
+    return model_check(profile, model, setting)
+
+
+def model_check(profile: Profile, model: str, setting: str) -> dict:
+    """The gate of the profile's ``model`` ("ddpm", "latent_ddpm") at one of its
+    :func:`fidelity_settings`: ``{"passed", "text"}``."""
+    row = next(r for r in generator_fidelity(profile, model) if r["setting"] == setting)
+    return {"passed": row["passed"], "text": row["text"]}
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -643,6 +779,7 @@ def outlier_diagnostics(profile: Profile, generators=GENERATORS, seed: int = 0) 
       space of the cross-entropy classifier (the FID formula, *not* Inception features);
     * ``mean_msp``: that classifier's mean max-softmax confidence;
     * ``nearest_id_l2``: mean pixel L2 distance to the nearest ID training image;
+    * ``generator_check``: the fidelity gate of the generator behind the set (:func:`generator_check`);
     * generation cost per 1,000 outliers (seconds, UNet image-evaluations) and the one-off
       training seconds of the generator's models.
     """
@@ -659,7 +796,8 @@ def outlier_diagnostics(profile: Profile, generators=GENERATORS, seed: int = 0) 
                "mean_msp": -msp(logits).mean().item(),
                "nearest_id_l2": nearest_distance(x, b.id_train.x).mean().item()}
         if out is not None:
-            row.update(seconds_per_1000=per_thousand(out.seconds, len(out)),
+            row.update(generator_check=generator_check(profile, name)["text"],
+                       seconds_per_1000=per_thousand(out.seconds, len(out)),
                        unet_evals_per_1000=per_thousand(out.unet_evals, len(out)),
                        training_seconds=generator_training_seconds(profile, name))
         rows.append(row)

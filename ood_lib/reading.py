@@ -48,6 +48,21 @@ def diffusion(pixel: dict, latent: dict | None = None) -> str:
         ". The sample grids above show whether each class is recognisable."
 
 
+def fidelity(table: pd.DataFrame) -> str:
+    """02: does each generator draw its class at the settings its outliers use (``pipeline.fidelity_table``)?"""
+    parts = []
+    for _, r in table[table.setting != "w=0"].iterrows():
+        verdict = "passes" if r.passed else "**fails**"
+        parts.append(f"the {r.model} at the {r.setting} settings (w = {r.w:g}) {verdict} the gate: "
+                     f"{100 * r.accuracy:.0f} % on-class (lowest class {100 * r.min_class_accuracy:.0f} %), "
+                     f"{100 * r.degenerate:.0f} % degenerate, Fréchet {r.frechet_id_val:.2f} to ID validation "
+                     f"(ID test's own {r.frechet_id_test:.2f})")
+    failed = not table[table.setting != "w=0"].passed.all()
+    tail = (" A failed generator's outliers are marked GENERATOR FAILED in every table and left out of the claims."
+            if failed else " Every outlier source rests on a generator that draws its class.")
+    return "**Fidelity.** " + "; ".join(parts) + "." + tail
+
+
 def outliers(diag: pd.DataFrame) -> str:
     """03 / 05: where each outlier set lies against ID validation (``pipeline.outlier_diagnostics``)."""
     ref = diag[diag.set == "ID val (reference)"].iloc[0]

@@ -36,9 +36,10 @@ def mean_std(values: pd.Series, digits: int = 1) -> str:
 
 def marks(df: pd.DataFrame, rows: list) -> pd.Series | None:
     """One "marks" cell per group of ``rows``: a collapsed model (ID accuracy more than 3 points
-    below CE's, ``pipeline.mark_rows``) and the SD regime check of its outliers, so a result is
-    never read without the diagnostic that says the method did nothing. None when ``df`` has
-    no such columns."""
+    below CE's, ``pipeline.mark_rows``), the fidelity gate of the generator behind its outliers
+    ("GENERATOR FAILED: ..." or "generator ok: ...") and the SD regime check of its outliers, so a
+    result is never read without the diagnostic that says the method did nothing. None when
+    ``df`` has no such columns."""
     if "collapsed" not in df.columns:
         return None
 
@@ -47,6 +48,9 @@ def marks(df: pd.DataFrame, rows: list) -> pd.Series | None:
         if part.collapsed.any():
             gap = 100 * part.groupby("seed").ID_acc_vs_ce.first()
             out.append(f"COLLAPSED: ID acc {gap.mean():+.1f} vs CE")
+        if "generator_check" in part and part.generator_check.iloc[0]:
+            out.append(part.generator_check.iloc[0] if part.generator_failed.any()
+                       else "generator " + part.generator_check.iloc[0])
         if "outlier_check" in part and part.outlier_check.iloc[0]:
             out.append("SD: " + part.outlier_check.iloc[0])
         return "; ".join(out)
@@ -247,6 +251,33 @@ def write_outlier_diagnostics(diag: pd.DataFrame, outdir: Path) -> Path:
                   "image, generation cost per 1,000 outliers, one-off generator training seconds.\n\n"
                   f"{diag.round(3).to_markdown(index=False)}\n")
     return md
+
+
+def fidelity_samples(row: dict, classes) -> dict:
+    """The samples a fidelity check kept (``pipeline.generator_fidelity`` rows: the first few of
+    each class, in class order) as :func:`image_grid` rows, one per class."""
+    per = len(row["samples"]) // len(classes)
+    return {f"class {c}": row["samples"][i * per:(i + 1) * per] for i, c in enumerate(classes)}
+
+
+def write_fidelity(table: pd.DataFrame, outdir: Path, profile_name: str) -> dict[str, Path]:
+    """``generator_fidelity.{md,tex,csv}`` from ``pipeline.fidelity_table``: accuracies and
+    degenerate shares in %, Fréchet distances as they are."""
+    shown = table.copy()
+    pct = [c for c in shown.columns if c in ("accuracy", "min_class_accuracy") or c.startswith(("acc_", "degenerate"))]
+    shown[pct] = (100 * shown[pct].astype(float)).round(1)
+    shown[["frechet_id_val", "frechet_id_test"]] = shown[["frechet_id_val", "frechet_id_test"]].round(3)
+    n = int(shown.n.iloc[0]) if len(shown) else 0
+    return write_table(shown.drop(columns=["passed"]).set_index(["model", "setting"]), outdir, "generator_fidelity",
+                       f"Generator fidelity, profile `{profile_name}` (notebook 02, `pipeline.fidelity_table`): {n} "
+                       f"samples from pure noise per row, an equal number per class, at each outlier generator's "
+                       f"sampler settings and at w = 0, judged by an independent classifier (the CE model of seed 0; "
+                       f"digits_nuisance: the digit oracle). accuracy: judged as the class it was conditioned on "
+                       f"(overall, lowest class, acc_<class>); degenerate: noise-like, saturated or blank against "
+                       f"ID validation's range (`ood_lib.fidelity.degenerate`); Fréchet distance to ID validation in "
+                       f"the judge's features beside ID test's own at the same n. Gate: accuracy >= 90 % and "
+                       f"degenerate <= 5 % at the outlier settings, else GENERATOR FAILED (rows of w = 0 are "
+                       f"shown, not gated). In %.")
 
 
 def run_title(profile_name: str, loss: str, generator: str, what: str = "") -> str:

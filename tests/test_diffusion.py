@@ -102,3 +102,53 @@ def test_interrupted_ddpm_training_resumes_from_checkpoint(tmp_path):
     torch.testing.assert_close(resumed["losses"], full["losses"])
     for k, v in full["ema_state"].items():
         torch.testing.assert_close(resumed["ema_state"][k], v, msg=k)
+
+
+# ----------------------------------------------------------------------------- training recipes
+def test_min_snr_weights_and_the_v_target_by_hand():
+    """eps: weight min(SNR, gamma) / SNR; v: target sqrt(abar) eps - sqrt(1 - abar) x0, weight
+    min(SNR, gamma) / (SNR + 1); SNR = abar / (1 - abar)."""
+    from diffusers import DDPMScheduler
+    from ood_lib.diffusion import diffusion_loss
+    x0, noise = torch.full((2, 1, 2, 2), 0.5), torch.full((2, 1, 2, 2), -1.0)
+    t = torch.tensor([10, 900])
+    pred = torch.zeros_like(x0)
+    eps = DDPMScheduler(num_train_timesteps=1000)
+    abar = eps.alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    # epsilon target -1 everywhere: per-sample MSE 1, weighted
+    w = torch.clamp(snr, max=5.0) / snr
+    torch.testing.assert_close(diffusion_loss(pred, x0, noise, t, eps), torch.tensor(1.0))
+    torch.testing.assert_close(diffusion_loss(pred, x0, noise, t, eps, snr_gamma=5.0), w.mean())
+    assert w[0] < 0.1 and w[1] == 1.0          # the easy, low-noise step counts far less
+    v = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    target = abar.sqrt() * -1.0 - (1 - abar).sqrt() * 0.5
+    wv = torch.clamp(snr, max=5.0) / (snr + 1)
+    torch.testing.assert_close(diffusion_loss(pred, x0, noise, t, v, snr_gamma=5.0), (target ** 2 * wv).mean())
+
+
+def test_a_v_prediction_unet_samples_with_its_own_schedule(tmp_path):
+    """The artefact carries the schedule; load_unet puts it on the UNet's config and the
+    sampler reads it: a v-prediction UNet's DDIM step uses v, not epsilon."""
+    from ood_lib.diffusion import load_unet, unet_schedule
+    cfg = DDPMConfig(block_out_channels=(8, 16, 16), steps=2, batch_size=4, warmup_steps=1, checkpoint_every=2,
+                     prediction_type="v_prediction", snr_gamma=5.0, beta_schedule="squaredcos_cap_v2")
+    x, y = _images(8)
+    art = train_ddpm(x * 2 - 1, y, N_CLASSES, cfg, tmp_path)
+    unet = load_unet(art)
+    assert unet_schedule(unet) == {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                                   "prediction_type": "v_prediction"}
+    xt = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    got = denoise(unet, xt, 100, y[:2], 0.0, 50)
+    sched = ddim_scheduler(1000, 50, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    ref = xt
+    with torch.no_grad():
+        for t in (100, 50, 0):
+            ref = sched.step(unet(ref, t, class_labels=y[:2]).sample, t, ref, eta=0.0).prev_sample
+    torch.testing.assert_close(got, ref)
+    eps_sched = ddim_scheduler(1000, 50)         # read as epsilon, the same outputs give another image
+    other = xt
+    with torch.no_grad():
+        for t in (100, 50, 0):
+            other = eps_sched.step(unet(other, t, class_labels=y[:2]).sample, t, other, eta=0.0).prev_sample
+    assert (other - got).abs().max() > 1e-3

@@ -62,7 +62,8 @@ EXPECTED = {
     "scores_ce": (lambda p: pipeline.scores_key(p, "ce", 0, "val"), CLF_COMMON | {"scores.*"}),
 }
 ALTERNATIVE = {"labels": "pseudo", "sampler": "ddpm", "backbone": "resnet18", "pretrained": "some/vae",
-               "normalise": "id_train", "optimizer": "sgd"}
+               "normalise": "id_train", "optimizer": "sgd", "prediction_type": "v_prediction",
+               "beta_schedule": "squaredcos_cap_v2"}
 
 
 def _perturbed(profile, section, name):

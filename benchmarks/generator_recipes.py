@@ -1,0 +1,148 @@
+"""Which diffusion training recipe makes a generator that draws its class, for how many
+seconds of training: conditional accuracy, degenerate share and Fréchet distance
+(``pipeline.fidelity_rows``, judged by the profile's CE model or oracle on ID validation
+statistics, never on a test split) against training seconds, for candidate recipes of the pixel
+DDPM or the latent DDPM (min-SNR weighting, v-prediction, the cosine schedule, sizes, steps).
+
+    python benchmarks/generator_recipes.py --profile digits --model ddpm \\
+        --candidates small_800 base_1000 minsnr_1000
+    python benchmarks/generator_recipes.py --profile digits --model latent_ddpm \\
+        --candidates latent_600 latent_2000 latent_wide_2000
+
+Each candidate trains from scratch in a temporary folder (the timing is training only, the
+machine's threads as set by torch) and is checked at its last step, and also at each of
+``--eval-at`` (checkpoints of the same schedule, so an earlier point is not a shorter run).
+Rows go to ``<out>.{md,csv}`` after every check, so a stopped run keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from diffusers.training_utils import EMAModel
+
+from ood_lib import get_profile, pipeline
+from ood_lib.artifacts import safe_load
+from ood_lib.autoencoder import encode
+from ood_lib.config import override
+from ood_lib.diffusion import build_unet, load_unet, schedule_of, to_model_space, train_ddpm
+
+# name -> (model, overrides of the model's section). "small_800" is the cut the default run made
+# in fc978f6 (16-32-32, 800 steps); "base_1000" the size before it.
+CANDIDATES = {
+    "small_800": ("ddpm", {"block_out_channels": (16, 32, 32), "steps": 800}),
+    "base_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000}),
+    "minsnr_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0}),
+    "v_minsnr_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0,
+                               "prediction_type": "v_prediction"}),
+    "minsnr_cos_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0,
+                                 "beta_schedule": "squaredcos_cap_v2"}),
+    "minsnr_1500": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1500, "snr_gamma": 5.0}),
+    "latent_600": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 600}),
+    "latent_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000}),
+    "latent_minsnr_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000, "snr_gamma": 5.0}),
+    "latent_wide_2000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 2000, "snr_gamma": 5.0}),
+    "latent_wide_3000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 3000, "snr_gamma": 5.0}),
+}
+
+
+def training_data(profile, model: str):
+    """What the model trains on (model space) and, for the latent DDPM, its latent scale."""
+    b = pipeline.benchmark(profile)
+    if model == "ddpm":
+        return to_model_space(b.id_train.x), None
+    z = encode(pipeline.autoencoder(profile), b.id_train.x)
+    scale = 1.0 / z.std().item()
+    return z * scale, scale
+
+
+def unet_at_checkpoint(path: Path, cfg, n_classes: int, x: torch.Tensor):
+    """The EMA UNet of a train_ddpm checkpoint."""
+    state = safe_load(path)
+    unet = build_unet(cfg, n_classes, x.shape[-1], x.shape[1])
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    ema.load_state_dict(state["ema"])
+    ema.copy_to(unet.parameters())
+    unet.register_to_config(**schedule_of(cfg))
+    return unet.eval()
+
+
+def run(profile_name: str, names, eval_at, n_per_class: int, out: Path, keep: Path | None = None) -> pd.DataFrame:
+    rows = []
+    base = get_profile(profile_name)
+    judge = pipeline.fidelity_judge(base)[0]
+    for name in names:
+        model, changes = CANDIDATES[name]
+        profile = override(base, **{model: changes})
+        cfg = getattr(profile, model)
+        x, scale = training_data(profile, model)
+        y = pipeline.benchmark(profile).id_train.y
+        n_classes = pipeline.benchmark(profile).n_classes
+        marks = sorted({s for s in eval_at if 0 < s < cfg.steps} | {cfg.steps})
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, done = 0.0, 0
+            for mark in marks:
+                t0 = time.perf_counter()
+                try:
+                    art = train_ddpm(x, y, n_classes, cfg, Path(tmp), stop_after=mark - done)
+                    unet = load_unet(art)
+                except KeyboardInterrupt:
+                    unet = unet_at_checkpoint(Path(tmp) / "checkpoint.pt", cfg, n_classes, x)
+                seconds += time.perf_counter() - t0
+                done = mark
+                t0 = time.perf_counter()
+                checked = pipeline.fidelity_rows(profile, unet, model, n_per_class, judge=judge, latent_scale=scale)
+                if keep is not None:      # the UNet and the checks' samples, to look at
+                    keep.mkdir(parents=True, exist_ok=True)
+                    torch.save({"unet_config": dict(unet.config), "state": unet.state_dict(), "scale": scale,
+                                "samples": {r["setting"]: r["samples"] for r in checked}},
+                               keep / f"{name}_step{mark}.pt")
+                for r in checked:
+                    rows.append({"candidate": name, "model": r["model"], "step": mark, "train_seconds": round(seconds),
+                                 "setting": r["setting"], "w": r["w"], "stride": r["stride"],
+                                 "accuracy": r["accuracy"], "min_class_accuracy": r["min_class_accuracy"],
+                                 "degenerate": r["degenerate"], "noise": r["degenerate_noise"],
+                                 "saturated": r["degenerate_saturated"], "blank": r["degenerate_blank"],
+                                 "frechet_id_val": r["frechet_id_val"],
+                                 "frechet_id_test": r["frechet_id_test"], "gate": r["text"],
+                                 "recipe": ", ".join(f"{k}={v}" for k, v in changes.items())})
+                print(f"{name} step {mark}: {seconds:.0f} s training, check {time.perf_counter() - t0:.0f} s; "
+                      + "; ".join(f"{r['setting']} {100 * r['accuracy']:.0f} %" for r in checked), flush=True)
+                write(pd.DataFrame(rows), out, profile_name, n_per_class)
+    return pd.DataFrame(rows)
+
+
+def write(df: pd.DataFrame, out: Path, profile_name: str, n_per_class: int) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out.with_suffix(".csv"), index=False)
+    shown = df.assign(**{c: (100 * df[c]).round(1) for c in ("accuracy", "min_class_accuracy", "degenerate", "noise",
+                                                              "saturated", "blank")},
+                      **{c: df[c].round(2) for c in ("frechet_id_val", "frechet_id_test")})
+    head = (f"Generator recipes on profile `{profile_name}`, {torch.get_num_threads()} threads "
+            f"(torch {torch.__version__}): {n_per_class} samples per class from pure noise at each outlier "
+            f"generator's sampler settings and at w = 0, judged by `pipeline.fidelity_judge` (accuracy, lowest "
+            f"class and degenerate share in %; Fréchet distance to ID validation in the judge's features, beside "
+            f"ID test's own). Command: `python benchmarks/generator_recipes.py --profile {profile_name} "
+            f"--candidates {' '.join(dict.fromkeys(df.candidate))}`\n\n")
+    out.with_suffix(".md").write_text(head + shown.drop(columns=["model"]).to_markdown(index=False) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="digits")
+    ap.add_argument("--candidates", nargs="+", required=True, choices=sorted(CANDIDATES))
+    ap.add_argument("--eval-at", nargs="*", type=int, default=[], help="earlier steps to check too")
+    ap.add_argument("--n-per-class", type=int, default=50)
+    ap.add_argument("--out", default=None, help="default results/benchmarks/generator_recipes_<profile>")
+    ap.add_argument("--keep", default=None, help="a folder for each check's UNet and samples (to look at)")
+    args = ap.parse_args()
+    out = Path(args.out or f"results/benchmarks/generator_recipes_{args.profile}")
+    run(args.profile, args.candidates, args.eval_at, args.n_per_class, out, Path(args.keep) if args.keep else None)
+
+
+if __name__ == "__main__":
+    main()
