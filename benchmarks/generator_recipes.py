@@ -43,6 +43,8 @@ CANDIDATES = {
                                  "beta_schedule": "squaredcos_cap_v2"}),
     "minsnr_1500": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1500, "snr_gamma": 5.0}),
     "latent_600": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 600}),
+    "latent_1000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 1000}),
+    "latent_minsnr_1000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 1000, "snr_gamma": 5.0}),
     "latent_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000}),
     "latent_minsnr_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000, "snr_gamma": 5.0}),
     "latent_wide_2000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 2000, "snr_gamma": 5.0}),

@@ -81,7 +81,8 @@ def paper1_table(df: pd.DataFrame, scores: dict = PAPER1_SCORE) -> pd.DataFrame:
     """Rows loss family; near/far AUROC and ID accuracy without and with label-mixup outliers
     and the change, mean ± std (%) over seeds. Each loss uses its ``scores`` entry (paper 1's
     own scores by default; pass ``{loss: "knn", ...}`` for one common score). The softmax
-    family is CE without outliers and OE with them."""
+    family is CE without outliers and OE with them. The last column is the fidelity gate of the
+    pixel DDPM that made the label-mixup outliers (``pipeline.mark_rows``)."""
     values = {}
     for loss, score in scores.items():
         family = "softmax (CE / OE)" if loss in ("ce", "oe") else loss
@@ -101,6 +102,9 @@ def paper1_table(df: pd.DataFrame, scores: dict = PAPER1_SCORE) -> pd.DataFrame:
             row[f"{what} change"] = "" if base is None or mix is None else f"{100 * (mix.mean() - base.mean()):+.1f}"
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "loss family"
+    mixup = df[df.generator == "mixup"]
+    if "generator_check" in mixup.columns and len(mixup):     # the pixel DDPM's gate behind every mixup cell
+        table["label-mixup generator"] = mixup.generator_check.iloc[0]
     return table
 
 
@@ -209,7 +213,7 @@ def voting_rows(profile: Profile, S_values, w: float, alpha: float, loss: str = 
 def sd_voting(rows: pd.DataFrame, profile: Profile, group: str = "near") -> pd.DataFrame:
     """Table 3 from :func:`voting_rows`: rows S, columns the distance score, distance + voting
     (DOD at the rows' alpha), the Fréchet distance of that S's outliers to ID test (CE features,
-    :func:`ood_lib.pipeline.sd_regime`) and the regime check."""
+    :func:`ood_lib.pipeline.sd_regime`), the regime check and the pixel DDPM's fidelity gate at w."""
     (alpha,), (w,) = rows.alpha.unique(), rows.w.unique()
     table = pd.DataFrame({
         "distance (dod_distance)": _mean_std(_per_seed(rows[rows.score == "dod_distance"], ["S"], group), ["S"]),
@@ -218,6 +222,8 @@ def sd_voting(rows: pd.DataFrame, profile: Profile, group: str = "near") -> pd.D
     regimes = {S: pipeline.sd_regime(sd_profile(profile, S, w)) for S in table.index}
     table["Fréchet to ID (clf features)"] = [f"{regimes[S]['frechet']:.2f}" for S in table.index]
     table["regime"] = [regime_text(regimes[S], short=True) for S in table.index]
+    if "generator_check" in rows.columns:
+        table["generator"] = rows.groupby("S").generator_check.first().reindex(table.index)
     return table
 
 

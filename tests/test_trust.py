@@ -62,8 +62,8 @@ EXPECTED = {
     "scores_ce": (lambda p: pipeline.scores_key(p, "ce", 0, "val"), CLF_COMMON | {"scores.*"}),
 }
 ALTERNATIVE = {"labels": "pseudo", "sampler": "ddpm", "backbone": "resnet18", "pretrained": "some/vae",
-               "normalise": "id_train", "optimizer": "sgd", "prediction_type": "v_prediction",
-               "beta_schedule": "squaredcos_cap_v2"}
+               "normalise": "id_train", "optimizer": "sgd", "prediction_type": ("v_prediction", "epsilon"),
+               "beta_schedule": ("squaredcos_cap_v2", "linear")}   # a pair: whichever the profile does not use
 
 
 def _perturbed(profile, section, name):
@@ -78,6 +78,8 @@ def _perturbed(profile, section, name):
         new = value + value[-1:]
     else:
         new = ALTERNATIVE.get(name, f"{value}_other")
+        if isinstance(new, tuple):
+            new = next(v for v in new if v != value)
     return override(profile, **{section: {name: new}})
 
 
