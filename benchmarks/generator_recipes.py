@@ -4,10 +4,8 @@ seconds of training: conditional accuracy, degenerate share and Fréchet distanc
 statistics, never on a test split) against training seconds, for candidate recipes of the pixel
 DDPM or the latent DDPM (min-SNR weighting, v-prediction, the cosine schedule, sizes, steps).
 
-    python benchmarks/generator_recipes.py --profile digits --model ddpm \\
-        --candidates small_800 base_1000 minsnr_1000
-    python benchmarks/generator_recipes.py --profile digits --model latent_ddpm \\
-        --candidates latent_600 latent_2000 latent_wide_2000
+    python benchmarks/generator_recipes.py --profile digits --candidates eps_small_800 v_minsnr_1000
+    python benchmarks/generator_recipes.py --profile digits --candidates latent_600 latent_minsnr_2000
 
 Each candidate trains from scratch in a temporary folder (the timing is training only, the
 machine's threads as set by torch) and is checked at its last step, and also at each of
@@ -31,25 +29,34 @@ from ood_lib.autoencoder import encode
 from ood_lib.config import override
 from ood_lib.diffusion import build_unet, load_unet, schedule_of, to_model_space, train_ddpm
 
-# name -> (model, overrides of the model's section). "small_800" is the cut the default run made
-# in fc978f6 (16-32-32, 800 steps); "base_1000" the size before it.
+# name -> (model, the model's section as overrides). Every candidate names its whole recipe, so a
+# candidate does not change when the profile's default does. "eps_small_800" is the cut the default
+# run made in fc978f6 (16-32-32, 800 steps, epsilon), "eps_1000" the size before it.
+EPS = {"prediction_type": "epsilon", "snr_gamma": 0.0}
+EPS_MINSNR = {"prediction_type": "epsilon", "snr_gamma": 5.0}
+V_MINSNR = {"prediction_type": "v_prediction", "snr_gamma": 5.0}
+PIXEL, SMALL, LATENT = (32, 64, 64), (16, 32, 32), (32, 64)
 CANDIDATES = {
-    "small_800": ("ddpm", {"block_out_channels": (16, 32, 32), "steps": 800}),
-    "base_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000}),
-    "minsnr_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0}),
-    "v_minsnr_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0,
-                               "prediction_type": "v_prediction"}),
-    "minsnr_cos_1000": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1000, "snr_gamma": 5.0,
+    "eps_small_800": ("ddpm", {"block_out_channels": SMALL, "steps": 800, **EPS}),
+    "eps_1000": ("ddpm", {"block_out_channels": PIXEL, "steps": 1000, **EPS}),
+    "minsnr_1000": ("ddpm", {"block_out_channels": PIXEL, "steps": 1000, **EPS_MINSNR}),
+    "v_minsnr_1000": ("ddpm", {"block_out_channels": PIXEL, "steps": 1000, **V_MINSNR}),
+    "v_minsnr_small_800": ("ddpm", {"block_out_channels": SMALL, "steps": 800, **V_MINSNR}),
+    "minsnr_cos_1000": ("ddpm", {"block_out_channels": PIXEL, "steps": 1000, **EPS_MINSNR,
                                  "beta_schedule": "squaredcos_cap_v2"}),
-    "minsnr_1500": ("ddpm", {"block_out_channels": (32, 64, 64), "steps": 1500, "snr_gamma": 5.0}),
-    "latent_600": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 600}),
-    "latent_1000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 1000}),
-    "latent_minsnr_1000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 1000, "snr_gamma": 5.0}),
-    "latent_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000}),
-    "latent_minsnr_2000": ("latent_ddpm", {"block_out_channels": (32, 64), "steps": 2000, "snr_gamma": 5.0}),
-    "latent_wide_2000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 2000, "snr_gamma": 5.0}),
-    "latent_wide_3000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 3000, "snr_gamma": 5.0}),
+    "latent_600": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 600, **EPS}),
+    "latent_1000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 1000, **EPS}),
+    "latent_minsnr_1000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 1000, **EPS_MINSNR}),
+    "latent_minsnr_2000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 2000, **EPS_MINSNR}),
+    "latent_wide_2000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 2000, **EPS_MINSNR}),
 }
+
+
+def recipe(cfg) -> str:
+    """What a candidate trains: sizes and recipe, whatever the profile's defaults."""
+    snr = f"min-SNR {cfg.snr_gamma:g}" if cfg.snr_gamma else "no loss weighting"
+    return (f"UNet {'-'.join(map(str, cfg.block_out_channels))}, {cfg.steps} steps, lr {cfg.lr:g}, "
+            f"{cfg.prediction_type}, {snr}, {cfg.beta_schedule} betas")
 
 
 def training_data(profile, model: str):
@@ -111,7 +118,7 @@ def run(profile_name: str, names, eval_at, n_per_class: int, out: Path, keep: Pa
                                  "saturated": r["degenerate_saturated"], "blank": r["degenerate_blank"],
                                  "frechet_id_val": r["frechet_id_val"],
                                  "frechet_id_test": r["frechet_id_test"], "gate": r["text"],
-                                 "recipe": ", ".join(f"{k}={v}" for k, v in changes.items())})
+                                 "recipe": recipe(cfg)})
                 print(f"{name} step {mark}: {seconds:.0f} s training, check {time.perf_counter() - t0:.0f} s; "
                       + "; ".join(f"{r['setting']} {100 * r['accuracy']:.0f} %" for r in checked), flush=True)
                 write(pd.DataFrame(rows), out, profile_name, n_per_class)

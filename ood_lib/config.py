@@ -100,7 +100,7 @@ class SDConfig:
     """Semantic-discrepant outliers (paper 3): diffuse to step S, denoise toward c_r != y."""
 
     S: int = 300                       # S, w chosen on the validation split (results/digits/sd_sweep_val.md:
-    w: float = 3.0                     # regime screen, then pipeline.choose_sd_setting)
+    w: float = 4.0                     # regime screen, then pipeline.choose_sd_setting; issue 29's generator)
     stride: int = 50                   # DDIM stride in DDPM timesteps
     clip_sample: bool = False          # clip DDIM's x_0 prediction (breaks guidance, see diffusion.py)
     labels: str = "true"               # "true" labels or "pseudo" (k-means clusters, unlabelled setting)
@@ -248,7 +248,7 @@ class ScoreConfig:
     odin_epsilon: float = 0.0014       # perturbation size, in units of images in [0, 1]
     vim_dim: int = 0                   # ViM principal-space dimension; 0 = half the feature dimension
     dod_k: int = 10                    # DOD (paper 3): neighbours in the distance and voting terms
-    dod_alpha: float = 0.00316         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
+    dod_alpha: float = 0.00267         # DOD voting weight, chosen on validation (results/digits/dod_alpha_val.md)
 
     def __post_init__(self):
         for f in ("knn_k", "dod_k"):
@@ -323,7 +323,7 @@ PROFILES = {
                         n_near_val_per_class=10, n_near_test_per_class=20, n_far=40),
         ddpm=DDPMConfig(block_out_channels=(16, 32, 32), steps=30, batch_size=32,
                         warmup_steps=5, checkpoint_every=10, **PIXEL_RECIPE),
-        sd=SDConfig(S=200, stride=50, n_outliers=60, batch_size=60),
+        sd=SDConfig(S=200, w=3.0, stride=50, n_outliers=60, batch_size=60),
         mixup=MixupConfig(stride=100, n_outliers=60, batch_size=60),
         autoencoder=AutoencoderConfig(block_out_channels=(8, 16, 16), steps=30, batch_size=32,
                                       checkpoint_every=10),
