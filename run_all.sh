@@ -9,7 +9,7 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
 
   (no flag)            execute notebooks/NN_*.ipynb in order with papermill on the profile
                        (default: digits); executed copies, tables and figures go to results/<profile>/
-  --profile NAME       smoke (minutes) | digits (default, under 30 min on 2 CPU cores) |
+  --profile NAME       smoke (minutes) | digits (default, 22 min on an idle 2-core machine, budget 40) |
                        digits_nuisance (the digits on textured backdrops, paper 3's premise measured) |
                        cifar10 (GPU hours; data: README) | cifar10_quick (the cifar10 run in minutes
                        on one GPU: benchmarks/gpu_run.sh) | cifar10_smoke (the cifar10 code path, minutes)
