@@ -71,7 +71,7 @@ else
   fi
   export PATH="$PWD/$venv/bin:$PATH"
 fi
-export MPLBACKEND=Agg PYTHONHASHSEED=0
+export PYTHONHASHSEED=0   # no MPLBACKEND here: a kernel a person or papermill runs shows figures inline
 
 case "$mode" in
   lab)
@@ -80,7 +80,7 @@ case "$mode" in
     ;;
   test)
     # Fresh artefact cache so the tests exercise every stage, removed afterwards.
-    OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1
+    OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1 MPLBACKEND=Agg
     trap 'rm -rf "$OOD_CACHE"' EXIT
     python -m pytest -q --durations=15 tests --nbval-lax notebooks   # the slowest 15: the suite has a 20-min budget
     ;;

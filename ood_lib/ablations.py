@@ -453,20 +453,45 @@ def claim_checks(evidence: dict) -> pd.DataFrame:
 
 def evidence(tables: dict) -> dict:
     """The claims' evidence (per-seed tidy rows, ``ood_lib.claims.KEYS``) among the merged outputs
-    of the ``*_tables`` / ``write_*`` functions; the rest are tables for reading."""
+    of the ``*_tables`` / ``write_*`` functions; the rest are tables for reading. Rows of models
+    whose generator failed its fidelity gate (``generator_failed``, ``pipeline.mark_rows``) are
+    left out here, before any rule reads them (:func:`failed_generator_rows` names them)."""
     from . import claims
 
-    return {k: v for k, v in tables.items() if k in claims.KEYS}
+    return {k: v[~_failed(v)] if isinstance(v, pd.DataFrame) else v for k, v in tables.items() if k in claims.KEYS}
+
+
+def _failed(df: pd.DataFrame) -> pd.Series:
+    if "generator_failed" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df.generator_failed.astype("boolean").fillna(False).astype(bool)
+
+
+def failed_generator_rows(tables: dict) -> list[str]:
+    """The models :func:`evidence` leaves out, each with its gate's text: "key: loss/generator
+    seed s (GENERATOR FAILED: ...)"."""
+    from . import claims
+
+    names = []
+    for key, df in tables.items():
+        if key in claims.KEYS and isinstance(df, pd.DataFrame) and _failed(df).any():
+            for (loss, gen, seed), part in df[_failed(df)].groupby(["loss", "generator", "seed"], sort=True):
+                names.append(f"{key}: {loss}/{gen} seed {seed} ({part.generator_check.iloc[0]})")
+    return names
 
 
 def write_claims(tables: dict, profile: Profile, outdir, suffix: str, command: str = "") -> pd.DataFrame:
-    """Writes :func:`claim_checks` of the evidence among ``tables`` (``paper_claims<suffix>``) and returns it."""
+    """Writes :func:`claim_checks` of the evidence among ``tables`` (``paper_claims<suffix>``), its
+    title naming the models left out for a failed generator, and returns it."""
     from . import claims
 
+    failed = failed_generator_rows(tables)
+    left_out = (" Left out before judging, their generator below the fidelity gate: " + "; ".join(failed) + "."
+                if failed else "")
     return claims.write(evidence(tables), outdir, f"paper_claims{suffix}",
                         f"The papers' claims on profile `{profile.name}` (seeds {list(profile.seeds)}), each judged by "
                         "a rule with a stable id (ood_lib/claims.py); superseded rules stay with their own verdicts. "
-                        f"Effect and spread: AUROC points of the weakest comparison. Command: `{command}`")
+                        f"Effect and spread: AUROC points of the weakest comparison.{left_out} Command: `{command}`")
 
 
 def papers_table() -> pd.DataFrame:

@@ -13,9 +13,8 @@ from "no" to "yes"). Here:
   description;
 * the current rules read per-seed rows and use :func:`compare`: a gap counts only when it
   exceeds the seeds' spread *and* has the same sign on every seed;
-* models whose ID accuracy collapsed (``collapsed``, from ``pipeline.mark_rows``) and models
-  trained on the outliers of a generator that fails the fidelity gate (``generator_failed``)
-  are left out of detection comparisons, and the evidence names them with the reason.
+* models whose ID accuracy collapsed (``collapsed``, from ``pipeline.mark_rows``) are left
+  out of detection comparisons, and the evidence names them.
 
 Evidence, the input of :func:`judge_all`, is a dict; every key is optional (a claim whose
 input is absent is "not run"). Frames are tidy rows with ``pipeline.evaluate``'s columns
@@ -62,7 +61,6 @@ COLUMNS = ("generator", "loss", "score", "seed", "ood_group", "AUROC", "FPR95", 
 KEYS = {"paper1": (), "pixel_vs_latent": (), "generator_cost": None, "oal": ("variant",),
         "sd_grid": ("S", "w"), "voting": ("S", "alpha"), "table4": ()}
 COLLAPSE_WHY = "collapsed: ID accuracy more than 3 points below CE's of the same seed"
-FAILED_WHY = "GENERATOR FAILED: its generator is below the fidelity gate (ood_lib.fidelity)"
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -164,31 +162,21 @@ def _series(df: pd.DataFrame, group: str | None = "near", metric: str = "AUROC",
 
 
 def _drop_collapsed(df: pd.DataFrame, model: list) -> tuple[pd.DataFrame, tuple]:
-    """``df`` without the models whose result means nothing: collapsed ones (ID accuracy, column
-    ``collapsed``) and, as collapsed ones are (issue 29; the rules that call this, pinned by id,
-    did not change), those trained on a failed generator's outliers (``generator_failed``, the
-    fidelity gate of ``pipeline.generator_check``). A model = ``model`` columns + seed, left out
-    when any of its rows is flagged. Returns the rest and the models' names, each with its reason."""
-    flags = [c for c in ("collapsed", "generator_failed") if c in df.columns]
-    if not flags:
+    """``df`` without the collapsed models (a model = ``model`` columns + seed, collapsed when
+    any of its rows says so), and their names with their ID accuracy."""
+    if "collapsed" not in df.columns:
         return df, ()
     keys = [*model, "seed"]
-    marked = df.assign(**{f"_{c}": df[c].astype("boolean").fillna(False).astype(bool) for c in flags})
-    flag = {c: marked.groupby(keys, dropna=False, sort=False)[f"_{c}"].transform("any").astype(bool) for c in flags}
-    bad = flag.get("collapsed", False) | flag.get("generator_failed", False)
+    marked = df.assign(_collapsed=df.collapsed.astype("boolean").fillna(False).astype(bool))
+    flag = marked.groupby(keys, dropna=False, sort=False)["_collapsed"].transform("any").astype(bool)
     names = []
-    for key, part in df[bad].groupby(keys, sort=True, dropna=False):
+    for key, part in df[flag].groupby(keys, sort=True, dropna=False):
         *m, seed = key
-        why = []
-        if "collapsed" in flags and part.collapsed.astype("boolean").fillna(False).any():
-            acc = f"ID acc {100 * part.ID_acc.iloc[0]:.1f}%"
-            if "ID_acc_vs_ce" in part.columns:
-                acc += f", {100 * part.ID_acc_vs_ce.iloc[0]:+.1f} vs CE"
-            why.append(acc)
-        if "generator_failed" in flags and part.generator_failed.astype("boolean").fillna(False).any():
-            why.append(str(part.generator_check.iloc[0]) if "generator_check" in part.columns else FAILED_WHY)
-        names.append(f"{'/'.join(map(str, m))} seed {seed} ({'; '.join(why)})")
-    return df[~bad], tuple(names)
+        acc = f"ID acc {100 * part.ID_acc.iloc[0]:.1f}%"
+        if "ID_acc_vs_ce" in part.columns:
+            acc += f", {100 * part.ID_acc_vs_ce.iloc[0]:+.1f} vs CE"
+        names.append(f"{'/'.join(map(str, m))} seed {seed} ({acc})")
+    return df[~flag], tuple(names)
 
 
 def _one_alpha(df: pd.DataFrame) -> float:
@@ -743,12 +731,8 @@ def _row(claim: Claim, j: Judgement) -> dict:
     weakest = min(scored, key=lambda c: c.effect - c.spread) if scored else None
     seeds = sorted({s for c in j.checks for s in c.seeds})
     parts = [c.text for c in j.checks if c.text] + ([j.note] if j.note else [])
-    failed = [n for n in j.excluded if "GENERATOR FAILED" in n]
-    collapsed = [n for n in j.excluded if n not in failed]
-    if collapsed:
-        parts.append(f"excluded ({COLLAPSE_WHY}): " + ", ".join(collapsed))
-    if failed:
-        parts.append(f"excluded ({FAILED_WHY}): " + ", ".join(failed))
+    if j.excluded:
+        parts.append(f"excluded ({COLLAPSE_WHY}): " + ", ".join(j.excluded))
     return {"id": claim.id, "paper": claim.paper, "claim": claim.claim, "rule": claim.rule,
             "written": claim.written, "fixed before results": claim.fixed_before_results, "note": claim.note,
             "superseded by": superseded_by(claim), "verdict": j.verdict,

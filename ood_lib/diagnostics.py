@@ -54,7 +54,11 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
     sigma_a = np.atleast_2d(np.cov(a, rowvar=False, ddof=1))
     sigma_b = np.atleast_2d(np.cov(b, rowvar=False, ddof=1))
 
-    covmean = linalg.sqrtm(sigma_a @ sigma_b)
+    with warnings.catch_warnings():
+        # a singular product (fewer samples than features) still has a root; scipy's warning about
+        # it carried this file's absolute path into every notebook that printed it
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma_a @ sigma_b)
     if not np.isfinite(covmean).all():
         warnings.warn(f"frechet_distance: singular covariance product; adding {eps} to the diagonals")
         offset = np.eye(sigma_a.shape[0]) * eps

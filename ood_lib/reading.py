@@ -58,7 +58,7 @@ def fidelity(table: pd.DataFrame) -> str:
                      f"{100 * r.degenerate:.0f} % degenerate, Fréchet {r.frechet_id_val:.2f} to ID validation "
                      f"(ID test's own {r.frechet_id_test:.2f})")
     failed = not table[table.setting != "w=0"].passed.all()
-    tail = (" A failed generator's outliers are marked GENERATOR FAILED in every table and left out of the claims."
+    tail = (" A failed generator's outliers are marked GENERATOR FAILED in every table and left out of the claims' evidence."
             if failed else " Every outlier source rests on a generator that draws its class.")
     return "**Fidelity.** " + "; ".join(parts) + "." + tail
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ood_lib import claims, fidelity, get_profile, pipeline, report
+from ood_lib import ablations, claims, fidelity, get_profile, pipeline, report
 from ood_lib.diffusion import build_unet
 from ood_lib.config import DDPMConfig
 
@@ -84,9 +84,13 @@ def test_a_noise_generator_fails_the_gate_and_its_models_leave_the_claims():
     df = pd.DataFrame(model("ce", "none", "msp", [0.90, 0.91, 0.92], False)
                       + model("oe", "mixup", "msp", [0.97, 0.98, 0.99], True))
     assert report.compact_table(df).loc[("mixup", "oe", "msp"), "marks"].startswith("GENERATOR FAILED")
-    r = claims.judge_all({"paper1": df}).set_index("id").loc["P1.mixup-improves-every-loss.v2"]
+    tables = {"paper1": df}
+    assert ablations.failed_generator_rows(tables) == [f"paper1: oe/mixup seed {s} ({mixup['text']})" for s in range(3)]
+    kept = ablations.evidence(tables)["paper1"]
+    assert set(kept.generator) == {"none"}          # left out before any rule reads them
+    r = claims.judge_all(ablations.evidence(tables)).set_index("id").loc["P1.mixup-improves-every-loss.v2"]
     assert r["verdict"] == "not run"               # without the failed generator there is nothing to compare
-    assert "excluded (GENERATOR FAILED" in r["evidence"] and "oe/mixup seed 0 (GENERATOR FAILED" in r["evidence"]
-    passed = df.assign(generator_failed=False, generator_check="")
-    r = claims.judge_all({"paper1": passed}).set_index("id").loc["P1.mixup-improves-every-loss.v2"]
-    assert r["verdict"] == "yes" and "GENERATOR FAILED" not in r["evidence"]
+    passed = {"paper1": df.assign(generator_failed=False, generator_check="")}
+    assert ablations.failed_generator_rows(passed) == []
+    r = claims.judge_all(ablations.evidence(passed)).set_index("id").loc["P1.mixup-improves-every-loss.v2"]
+    assert r["verdict"] == "yes"
