@@ -458,7 +458,8 @@ def evidence(tables: dict) -> dict:
     left out here, before any rule reads them (:func:`failed_generator_rows` names them)."""
     from . import claims
 
-    return {k: v[~_failed(v)] if isinstance(v, pd.DataFrame) else v for k, v in tables.items() if k in claims.KEYS}
+    return {k: v[~_failed(v)] if isinstance(v, pd.DataFrame) and _failed(v).any() else v
+            for k, v in tables.items() if k in claims.KEYS}
 
 
 def _failed(df: pd.DataFrame) -> pd.Series:
