@@ -26,6 +26,8 @@ ablations (``ood_lib.ablations``, notebooks 08 and 09) under ``results/<profile>
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 import pandas as pd
 
@@ -42,7 +44,18 @@ def _profile_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown profile {value!r}; {PROFILE_HELP}")
 
 
+def _show_cache_events() -> None:
+    """The CLI prints each cache event (``ood_lib.artifacts``' logger) as a line, as it happens."""
+    log = logging.getLogger("ood_lib")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv=None) -> None:
+    _show_cache_events()
     parser = argparse.ArgumentParser(prog="python -m ood_lib")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check a profile and its data before any work; prints the profile's name")

@@ -15,10 +15,12 @@ artefacts are not reused.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -178,8 +180,61 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
 def _load(name: str, path: Path, verbose: bool, how: str = "") -> Any:
     art = safe_load(path)
     if verbose:
-        print(f"[{name}] loaded cached artefact {path.parent.name}{how} (checksum verified)")
+        _note("loaded", f"[{name}] loaded cached artefact {path.parent.name}{how} (checksum verified)")
     return art
+
+
+# Cache events: one line each to the "ood_lib.cache" logger (the CLI shows them) and to
+# <cache>/cache.log, counted so that a notebook cell says "3 artefacts loaded, 1 computed" once
+# (summarise_cells) instead of a line per artefact.
+LOG = logging.getLogger("ood_lib.cache")
+EVENTS: collections.Counter = collections.Counter()
+
+
+def _note(event: str, line: str) -> None:
+    EVENTS[event] += 1
+    LOG.info(line)
+    try:
+        with open(cache_root() / "cache.log", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    except OSError:
+        pass   # a read-only cache still serves artefacts
+
+
+def cache_summary(events: collections.Counter) -> str:
+    """``"12 artefacts loaded, 2 computed"``, or "" when nothing was."""
+    if not events:
+        return ""
+    n_loaded, n_computed = events.get("loaded", 0), events.get("computed", 0)
+    parts = ([f"{n_loaded} artefact{'s' * (n_loaded != 1)} loaded"] if n_loaded else []) + \
+            ([f"{n_computed} computed"] if n_computed else [])
+    return f"[cache] {', '.join(parts)} (each in cache.log of the cache folder)"
+
+
+def summarise_cells() -> None:
+    """In an IPython kernel, end each cell that touched the cache with one :func:`cache_summary`
+    line; elsewhere nothing. Registered once (``import ood_lib`` calls it)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or getattr(ip, "_ood_cache_summary", False):
+        return
+    start = {}
+
+    def before(*_):
+        start.clear()
+        start.update(EVENTS)
+
+    def after(*_):
+        line = cache_summary(EVENTS - collections.Counter(start))
+        if line:
+            print(line)
+
+    ip.events.register("pre_run_cell", before)
+    ip.events.register("post_run_cell", after)
+    ip._ood_cache_summary = True
 
 
 def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, verbose: bool) -> Any:
@@ -204,7 +259,7 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
 
         record(name, folder.name, seconds - inner)
         if verbose:
-            print(f"[{name}] computed and cached {folder.name} in {seconds:.0f} s")
+            _note("computed", f"[{name}] computed and cached {folder.name} in {seconds:.0f} s")
     wait()
     return result
 

@@ -296,33 +296,53 @@ def score_axis(values: np.ndarray) -> tuple[np.ndarray, bool]:
     return (np.geomspace(lo, hi, 41) if log else np.linspace(lo, hi, 41)), log
 
 
+# Okabe & Ito's colour-blind-safe colours (vermillion kept for synthetic outliers), then grey and brown
+SET_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#999999", "#8C564B")
+OUTLIER_COLOUR = "#D55E00"
+
+
+def set_colours(names) -> dict:
+    """One colour per data set, the same in every figure of a model: "ID test" black, the others
+    from :data:`SET_PALETTE` in order (cycling past eight)."""
+    others = [n for n in names if n != "ID test"]
+    return {"ID test": "#000000", **{n: SET_PALETTE[i % len(SET_PALETTE)] for i, n in enumerate(others)}}
+
+
+def _panel_grid(n: int, width: float, height: float, max_cols: int = 3):
+    """``n`` panels on rows of at most ``max_cols`` (so 6 scores fill 2 x 3 with no empty panel),
+    the unused cells of the last row hidden; constrained layout keeps legends outside the axes
+    from overlapping the next row."""
+    cols = min(max_cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
 def score_histograms(scored: dict, path: Path | None = None, title: str = ""):
     """Histograms per score: ID test vs each OOD set (from ``pipeline.score_sets``), each score
-    binned over its own range (:func:`score_axis`), one legend for all panels beside them."""
+    binned over its own range (:func:`score_axis`), 3 panels a row, one legend beside them."""
     names = list(scored["id"])
     sets = {"ID test": scored["id"], **scored["ood"]}
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.5 * rows), squeeze=False)
-    colours = dict(zip(sets, ["black", *sns.color_palette("tab10", len(sets) - 1)]))
-    for ax, score in zip(axes.flat, names):
+    fig, axes = _panel_grid(len(names), 3.4, 2.7)
+    colours = set_colours(sets)
+    for ax, score in zip(axes, names):
         values = {name: _np(s[score]) for name, s in sets.items()}
         bins, log = score_axis(np.concatenate(list(values.values())))
         for name, v in values.items():
             ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, histtype="step", color=colours[name],
-                    linewidth=1.6 if name == "ID test" else 1.0, label=name)
+                    linewidth=1.8 if name == "ID test" else 1.1, label=name)
         if log:
             ax.set_xscale("log")
-        ax.set_title(score, fontsize=9)
+        ax.set_title(score, fontsize=10)
+        ax.set_xlabel(f"{score} score" + (" (log axis)" if log else ""), fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_yticks([])
-    for ax in list(axes.flat)[len(names):]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=9, frameon=False)
     fig.suptitle(f"{title}\n(higher = more OOD; each score over its own 0.5-99.5 % range, values beyond it "
-                 f"in the edge bins)" if title else "", fontsize=9)
-    fig.tight_layout()
+                 f"in the edge bins)" if title else "", fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
@@ -440,52 +460,52 @@ def _np(x):
 
 
 def roc_curves(scored: dict, scores=None, path: Path | None = None, title: str = ""):
-    """ROC curves per score (from ``pipeline.score_sets``): one subplot per score, one curve per
-    OOD set, OOD = positive class (label 1), scores as given since higher = more OOD. Legend
-    AUROC (%) from :func:`ood_lib.metrics.ood_metrics`, so it matches the tables."""
+    """ROC curves per score (from ``pipeline.score_sets``): one panel per score, 3 a row, one curve
+    per OOD set, OOD = positive class (label 1), scores as given since higher = more OOD. Each
+    panel's legend, below it, gives the AUROC (%) of :func:`ood_lib.metrics.ood_metrics`, so it
+    matches the tables."""
     from sklearn.metrics import roc_curve
 
     from .metrics import ood_metrics
 
     scores = list(scored["id"]) if scores is None else list(scores)
-    fig, axes = plt.subplots(1, len(scores), figsize=(3.3 * len(scores), 3.3), squeeze=False)
-    for ax, score in zip(axes[0], scores):
+    fig, axes = _panel_grid(len(scores), 3.6, 3.4 + 0.17 * len(scored["ood"]))
+    colours = set_colours(["ID test", *scored["ood"]])
+    for ax, score in zip(axes, scores):
         id_s = _np(scored["id"][score])
         for name, per_score in scored["ood"].items():
             ood_s = _np(per_score[score])
             y = np.r_[np.zeros(id_s.size), np.ones(ood_s.size)]
             fpr, tpr, _ = roc_curve(y, np.r_[id_s, ood_s])
             auc = 100 * ood_metrics(id_s, ood_s)["AUROC"]
-            ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUROC {auc:.1f})")
+            ax.plot(fpr, tpr, lw=1.4, color=colours[name], label=f"{name}: {auc:.1f}")
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8, label="_nolegend_")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)",
-               title=score)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)")
+        ax.set_title(score, fontsize=10)
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, title="AUROC (%)",
+                  title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
 
 
-_KIND_CMAPS = {"id": ("Blues",), "near": ("Greens", "Oranges"), "far": ("Greys", "Purples"), "outlier": ("Reds",)}
+_KIND_MARKERS = {"id": "o", "near": "^", "far": "s", "outlier": "x"}
 
 
-def _kind_colours(sets: dict) -> dict:
-    """Colour per set: ID blues, near-OOD greens/oranges, far-OOD greys/purples, outliers red;
-    sets of one kind alternate between the kind's colour maps, then darken."""
-    colours, seen = {}, {}
+def _set_styles(sets: dict) -> dict:
+    """(colour, marker) per set: a distinct colour-blind-safe colour per set (:func:`set_colours`;
+    the first ID set black), a marker per kind (ID circles, near-OOD triangles, far-OOD squares,
+    synthetic outliers vermillion crosses), so sets stay apart in print and in greyscale."""
     for name, (_, kind) in sets.items():
-        if kind not in _KIND_CMAPS:
-            raise ValueError(f"set {name!r}: kind must be one of {sorted(_KIND_CMAPS)}, got {kind!r}")
-        i = seen.get(kind, 0)
-        seen[kind] = i + 1
-        cmaps = _KIND_CMAPS[kind]
-        shade = max(0.35, 0.75 - 0.2 * (i // len(cmaps)))
-        colours[name] = plt.get_cmap(cmaps[i % len(cmaps)])(shade if kind != "outlier" else 0.8)
-    return colours
+        if kind not in _KIND_MARKERS:
+            raise ValueError(f"set {name!r}: kind must be one of {sorted(_KIND_MARKERS)}, got {kind!r}")
+    colours = set_colours(["ID test", *[n for n, (_, k) in sets.items() if k != "outlier"]])
+    first_id = next((n for n, (_, k) in sets.items() if k == "id"), None)
+    return {name: ("#000000" if name == first_id else OUTLIER_COLOUR if kind == "outlier" else colours[name],
+                   _KIND_MARKERS[kind]) for name, (_, kind) in sets.items()}
 
 
 def embedding_maps(panels: dict, path: Path | None = None, title: str = "", max_per_set: int = 400,
@@ -494,13 +514,14 @@ def embedding_maps(panels: dict, path: Path | None = None, title: str = "", max_
     fall relative to ID, near- and far-OOD. ``panels``: panel title -> ordered ``{set: (features
     (N, D), kind)}``, kind in id / near / far / outlier. Each set is subsampled to ``max_per_set``
     rows (``torch.Generator(seed)``), rows are L2-normalised, one t-SNE per panel; panels side by
-    side. Returns ``(figure, {panel: DataFrame[x, y, set, kind]})``."""
+    side, one legend beside them (:func:`_set_styles`). Returns ``(figure, {panel: DataFrame[x, y,
+    set, kind]})``."""
     from sklearn.manifold import TSNE
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.3), squeeze=False)
     coords = {}
     for ax, (panel, sets) in zip(axes[0], panels.items()):
-        colours = _kind_colours(sets)
+        styles = _set_styles(sets)
         gen = torch.Generator().manual_seed(seed)
         feats, names, kinds = [], [], []
         for name, (x, kind) in sets.items():
@@ -518,14 +539,17 @@ def embedding_maps(panels: dict, path: Path | None = None, title: str = "", max_
         coords[panel] = df
         for name, (_, kind) in sets.items():
             part = df[df["set"] == name]
+            colour, marker = styles[name]
             if kind == "outlier":
-                ax.scatter(part.x, part.y, s=12, marker="x", linewidths=0.7, color=colours[name], label=name)
+                ax.scatter(part.x, part.y, s=14, marker=marker, linewidths=0.8, color=colour, label=name)
             else:
-                ax.scatter(part.x, part.y, s=6, alpha=0.6, linewidths=0, color=colours[name], label=name)
+                ax.scatter(part.x, part.y, s=9, marker=marker, alpha=0.65, linewidths=0, color=colour, label=name)
         ax.set_title(panel, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(fontsize=7, markerscale=2, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.92), fontsize=9, markerscale=2,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

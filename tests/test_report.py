@@ -135,7 +135,10 @@ def test_roc_curves_perfect_separation_and_line_counts(tmp_path):
         np.testing.assert_array_equal(diag.get_xdata(), [0, 1])
         np.testing.assert_array_equal(diag.get_ydata(), [0, 1])
     texts = [t.get_text() for t in axes[0].get_legend().get_texts()]
-    assert len(texts) == 2 and texts[0] == "perfect (AUROC 100.0)"
+    assert len(texts) == 2 and texts[0] == "perfect: 100.0"
+    assert axes[0].get_legend().get_title().get_text() == "AUROC (%)"
+    # the legend sits below its panel, outside the curves
+    assert axes[0].get_legend().get_bbox_to_anchor().y0 < axes[0].get_window_extent().y0
     # perfect curve passes through (0, 1)
     perfect = axes[0].get_lines()[0]
     pts = set(zip(perfect.get_xdata().tolist(), perfect.get_ydata().tolist()))
@@ -143,7 +146,7 @@ def test_roc_curves_perfect_separation_and_line_counts(tmp_path):
     # legend AUROC agrees with ood_metrics for the overlapping set
     from ood_lib.metrics import ood_metrics
     expected = 100 * ood_metrics(scored["id"]["msp"], scored["ood"]["overlap"]["msp"])["AUROC"]
-    assert texts[1] == f"overlap (AUROC {expected:.1f})"
+    assert texts[1] == f"overlap: {expected:.1f}"
     assert 50 < expected < 100
 
 
@@ -154,7 +157,7 @@ def test_roc_curves_score_subset_and_orientation():
     fig = report.roc_curves(scored, scores=["msp"])
     assert len(fig.axes) == 1
     ax = fig.axes[0]
-    assert ax.get_legend().get_texts()[0].get_text() == "reversed (AUROC 0.0)"
+    assert ax.get_legend().get_texts()[0].get_text() == "reversed: 0.0"
     line = ax.get_lines()[0]
     assert (1.0, 0.0) in set(zip(line.get_xdata().tolist(), line.get_ydata().tolist()))
 
@@ -188,14 +191,16 @@ def test_embedding_maps_counts_kinds_and_determinism(tmp_path):
     assert df.groupby("set")["kind"].first().to_dict() == {"ID test": "id", "SD": "outlier", "near": "near",
                                                            "far": "far"}
     assert np.isfinite(df[["x", "y"]].to_numpy()).all()
-    # one legend entry per set, outliers drawn as crosses in red
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ID test", "near", "far", "SD"]
+    # one legend beside the panels (none over the points), one entry per set; outliers drawn as
+    # vermillion crosses, ID black, every set its own colour
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ID test", "near", "far", "SD"]
     colours = {c.get_label(): c.get_facecolor()[0] if c.get_label() != "SD" else c.get_edgecolor()[0]
                for c in fig.axes[0].collections}
     r, g_, b, _ = colours["SD"]
-    assert r > 0.6 and r > g_ + 0.3 and r > b + 0.3          # red
-    r, g_, b, _ = colours["ID test"]
-    assert b > r and b > g_                                   # blue
+    assert r > 0.6 and r > g_ + 0.3 and r > b + 0.3          # vermillion
+    assert tuple(colours["ID test"][:3]) == (0.0, 0.0, 0.0)
+    assert len({tuple(np.round(c[:3], 3)) for c in colours.values()}) == 4
     # same seed -> identical coordinates
     _, again = report.embedding_maps(panels, max_per_set=40, perplexity=10.0)
     for panel in panels:
@@ -225,3 +230,20 @@ def test_embedding_maps_separates_clusters():
 def test_embedding_maps_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
         report.embedding_maps({"p": {"a": (torch.randn(10, 4), "weird")}})
+
+
+def test_score_histograms_fill_their_grid_and_label_axes():
+    scored = _scored()
+    six = {"id": {f"s{i}": scored["id"]["msp"] + i for i in range(6)},
+           "ood": {k: {f"s{i}": v["msp"] + i for i in range(6)} for k, v in scored["ood"].items()}}
+    fig = report.score_histograms(six, title="t")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(fig.axes) == 6                       # 2 rows of 3, no empty panel
+    assert all(ax.get_ylabel() == "density" and ax.get_xlabel().startswith(ax.get_title()) for ax in visible)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ID test", *scored["ood"]]
+
+
+def test_set_colours_are_distinct_and_id_black():
+    names = ["ID test", *[f"set{i}" for i in range(8)]]
+    colours = report.set_colours(names)
+    assert colours["ID test"] == "#000000" and len(set(colours.values())) == 9
