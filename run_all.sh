@@ -19,11 +19,11 @@ Usage: ./run_all.sh [--profile NAME | --config FILE.toml] [--full] [--test] [--r
                        every loss x outlier source over the profile's seeds (06, 07: 81 models on
                        digits), the papers' full grids (08, 09: SD timestep x guidance, OAL
                        ablation) and SD outliers from a DDPM trained on pseudo labels (04);
-                       not timed as one process; its grids took 1 h 42 min on 2 CPU cores as
-                       parallel CLI workers sharing one cache (README: Results)
-  --test               the test suite: unit tests + nbval of every notebook on the smoke profile
-  --refresh-notebooks  re-execute the committed notebooks in place on the smoke profile
-                       (their stored outputs are what nbval compares against)
+                       not timed as one process; hours on 2 CPU cores (results/digits/README.md)
+  --test               the test suite: unit tests + nbval of a smoke-profile copy of every notebook
+  --refresh-notebooks  run the profile (default digits) as above, then write its executed copies
+                       back into notebooks/ (what a reader opens first: the run's outputs and
+                       figures, headed by profile, commit and date)
   --lab                open JupyterLab on notebooks/ in the project's environment (extra arguments
                        after --lab go to `jupyter lab`, e.g. --lab --no-browser --port 8890)
 Environment: OOD_CACHE (artefact cache, default .cache/), OOD_RESULTS (default results/),
@@ -79,23 +79,22 @@ case "$mode" in
     exec jupyter lab --ServerApp.root_dir=notebooks "${root[@]}" "$@"
     ;;
   test)
-    # Fresh artefact cache so the tests exercise every stage, removed afterwards.
-    OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1 MPLBACKEND=Agg
-    trap 'rm -rf "$OOD_CACHE"' EXIT
-    python -m pytest -q --durations=15 tests --nbval-lax notebooks   # the slowest 15: the suite has a 20-min budget
+    # Fresh artefact cache so the tests exercise every stage, removed afterwards. nbval executes
+    # copies of the notebooks set to the smoke profile (ood_lib.notebook_files); the committed
+    # notebooks hold the default run's outputs, which the tests never compare.
+    OOD_CACHE="$(mktemp -d)"; export OOD_CACHE TQDM_DISABLE=1 MPLBACKEND=Agg OOD_HOME="$PWD"
+    smoke_nb="$(mktemp -d)"
+    trap 'rm -rf "$OOD_CACHE" "$smoke_nb"' EXIT
+    python -m ood_lib.notebook_files smoke-copies notebooks "$smoke_nb" > /dev/null
+    python -m pytest -q --durations=15 tests --nbval-lax "$smoke_nb"   # the slowest 15: the suite has a 20-min budget
     ;;
   refresh)
-    export TQDM_DISABLE=1
-    for nb in notebooks/[0-9][0-9]_*.ipynb; do
-      echo "== refreshing $nb (smoke)"
-      python - "$nb" <<'PY'
-import sys, nbclient, nbformat
-nb = nbformat.read(sys.argv[1], as_version=4)
-nbclient.NotebookClient(nb, kernel_name="python3", timeout=1800,
-                        resources={"metadata": {"path": "notebooks"}}).execute()
-nbformat.write(nb, sys.argv[1])
-PY
-    done
+    # The committed notebooks from a default run of the profile (default digits): its executed
+    # copies, outputs and figures included, written back without papermill's injected cell.
+    again=(--profile "$profile"); [ "$full" = True ] && again+=(--full)
+    "$0" "${again[@]}"
+    python -m ood_lib.notebook_files commit "${OOD_RESULTS:-results}/$(python -m ood_lib check --profile "$profile")/notebooks" \
+      notebooks --profile "$profile"
     ;;
   run)
     # Check the profile, its settings and its data before anything runs or is written.

@@ -13,8 +13,8 @@
 #       notebooks, timings, cost figures), run.log, timings.md, nvidia-smi.txt, versions.txt
 #
 # The GPU machine is assumed to have PyTorch, torchvision, accelerate, numpy, scipy, pandas,
-# scikit-learn, scikit-image, matplotlib, seaborn, tqdm and tabulate (README: "CIFAR-10 on one
-# GPU"); everything else ood_lib and papermill need travels as wheels.
+# scikit-learn, scikit-image, matplotlib, seaborn, tqdm and tabulate (docs/cifar10_gpu.md:
+# `cifar10_quick`); everything else ood_lib and papermill need travels as wheels.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mode="${1:?usage: benchmarks/gpu_run.sh prepare|run [BUNDLE] [OUT] [PROFILE]}"

@@ -339,7 +339,7 @@ PROFILES = {
         table2_S=(100, 300), table2_w=(1.0, 3.0),   # the --full code path on 4 settings, not 32
         fidelity_n_per_class=10,
     ),
-    # GPU scale (README: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (37M parameters,
+    # GPU scale (docs/cifar10_gpu.md: what it costs). CIFAR-10 with a CIFAR-sized DDPM UNet (37M parameters,
     # attention at 8x8 and 4x4), ResNet-18 with the standard augmentation, k = 50 as in Sun et al.
     "cifar10": Profile(
         "cifar10",
@@ -375,7 +375,7 @@ PROFILES["digits_nuisance"] = dataclasses.replace(
 # recipe on a short schedule (12 epochs at batch 512), a 4-level UNet without attention trained
 # for 3,000 steps, and a third of the cifar10 profile's generator sizes elsewhere. Sized from the
 # H200 step costs of results/benchmarks/cost_cifar10_h200.md (fp32, measured) scaled by each
-# model's CPU cost ratio: an estimate until benchmarks/gpu_run.sh measures it (README).
+# model's CPU cost ratio: an estimate until benchmarks/gpu_run.sh measures it (docs/cifar10_gpu.md).
 PROFILES["cifar10_quick"] = dataclasses.replace(
     PROFILES["cifar10"], name="cifar10_quick",
     ddpm=DDPMConfig(block_out_channels=(64, 128, 128, 128), layers_per_block=1, steps=3000, batch_size=128,
