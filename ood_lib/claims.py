@@ -755,10 +755,26 @@ def judge_all(evidence: dict) -> pd.DataFrame:
     return pd.DataFrame([_row(c, c.judge(evidence)) for c in REGISTRY])
 
 
+SUMMARY_COLUMNS = ["paper", "claim", "verdict", "effect", "spread", "seeds"]
+
+
 def write(evidence: dict, outdir, stem: str, title: str) -> pd.DataFrame:
-    """Judges ``evidence`` and writes the claims table (``<stem>.md/.tex/.csv``); returns it."""
+    """Judges ``evidence`` and writes the claims table: ``<stem>.md`` and ``.tex`` a readable summary
+    (id, paper, claim, verdict, effect, spread, seeds) with, in the Markdown, each rule, its dates,
+    note and evidence listed under it; ``<stem>.csv`` every column. Returns the whole table."""
+    from .artifacts import process_role
     from .report import write_table
 
     table = judge_all(evidence)
-    write_table(table.set_index("id"), outdir, stem, title)
+    paths = write_table(table.set_index("id")[SUMMARY_COLUMNS], outdir, stem, title)
+    if process_role()[0]:
+        table.to_csv(paths["csv"], index=False)
+        with open(paths["md"], "a") as fh:
+            fh.write("\n## The rules, and what each judged\n\n")
+            for r in table.to_dict("records"):
+                later = f"; superseded by {r['superseded by']}" if r["superseded by"] else ""
+                note = f" Note: {r['note']}" if r["note"] else ""
+                fh.write(f"- **{r['id']}** ({r['paper']}; written {r['written']}, fixed before results: "
+                         f"{r['fixed before results']}{later}). Rule: {r['rule']}{note} "
+                         f"Evidence: {r['evidence'] or 'none'}.\n")
     return table

@@ -303,7 +303,13 @@ def test_claims_table_columns_and_not_run(tmp_path):
     assert math.isnan(table.effect.iloc[0])
     out = ablations.write_claims({"paper1": paper1({"arcface": (0.95, 0.96, 0.97)})},
                                  type("P", (), {"name": "t", "seeds": SEEDS})(), tmp_path, "_t", "cmd")
-    assert (tmp_path / "paper_claims_t.md").exists()
+    md = (tmp_path / "paper_claims_t.md").read_text()
+    # a readable summary table, then each rule listed under it; the CSV keeps every column
+    header = next(line for line in md.splitlines() if line.startswith("| id"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["id", *claims.SUMMARY_COLUMNS]
+    assert "## The rules, and what each judged" in md
+    assert md.count("\n- **") == len(claims.REGISTRY) and "- **P1.metric-beats-softmax.v3** (paper 1;" in md
+    assert list(pd.read_csv(tmp_path / "paper_claims_t.csv").columns) == list(out.columns)
     assert out.set_index("id").loc["P1.metric-beats-softmax.v3", "verdict"] == "yes"
     assert out.equals(ablations.claim_checks({"paper1": paper1({"arcface": (0.95, 0.96, 0.97)})}))
 
