@@ -67,8 +67,10 @@ def _checksum_path(path: Path) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to ``path`` via a temporary file and an atomic rename, with its SHA-256
-    written beside it (``<name>.sha256``) before the rename."""
+    """torch.save to ``path`` via a temporary file and an atomic rename, then its SHA-256 beside
+    it (``<name>.sha256``, renamed into place the same way). The file lands first: a run stopped
+    between the two renames leaves a file its old checksum refuses (:func:`load_checkpoint` drops
+    it), never a checksum that vouches for a file not yet there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -77,8 +79,24 @@ def atomic_save(obj: Any, path: Path) -> None:
     sums = _checksum_path(path)
     tmp_sums = sums.with_name(f".{sums.name}.{os.getpid()}.tmp")
     tmp_sums.write_text(digest + "\n")
-    os.replace(tmp_sums, sums)
     os.replace(tmp, path)
+    os.replace(tmp_sums, sums)
+
+
+def load_checkpoint(path: Path, what: str = "training") -> Any | None:
+    """A resumable checkpoint written by :func:`atomic_save`, or None when there is none. A damaged
+    or unchecked one is dropped, saying which and that ``what`` starts again from the beginning
+    (a checkpoint only saves time; the artefact it leads to is checked on its own)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return safe_load(path)
+    except RuntimeError as err:
+        print(f"[checkpoint] dropping {path.name} in {path.parent.name}/ ({err}); {what} starts from the beginning")
+        path.unlink(missing_ok=True)
+        _checksum_path(path).unlink(missing_ok=True)
+        return None
 
 
 def safe_load(path: Path) -> Any:
@@ -177,8 +195,25 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
         return _compute(name, folder, path, config, compute, main, wait, verbose)
 
 
-def _load(name: str, path: Path, verbose: bool, how: str = "") -> Any:
+def load_artifact(path: Path, stage: str | None = None) -> Any:
+    """A stored artefact, checked twice: its bytes against its checksum (:func:`safe_load`), and
+    the stage and key it was stored under against ``stage`` and the folder it is in, so a valid
+    artefact copied into another key's folder is refused, not served. Artefacts written before
+    this binding (no record) load as they are."""
+    path = Path(path)
     art = safe_load(path)
+    if not (isinstance(art, dict) and "__artifact__" in art):
+        return art
+    meta, key = art["__artifact__"], path.parent.name
+    if meta["key"] != key or (stage is not None and meta["stage"] != stage):
+        raise RuntimeError(f"artefact {path} was stored by stage {meta['stage']!r} under key {meta['key']}, "
+                           f"not by {stage or meta['stage']!r} under {key}: it was copied or moved here. Delete "
+                           f"{path.parent} (the stage recomputes it) and run again.")
+    return art["value"]
+
+
+def _load(name: str, path: Path, verbose: bool, how: str = "") -> Any:
+    art = load_artifact(path, name)
     if verbose:
         _note("loaded", f"[{name}] loaded cached artefact {path.parent.name}{how} (checksum verified)")
     return art
@@ -253,7 +288,9 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
     seconds = time.perf_counter() - start
     _NESTED[-1] += seconds
     if main:
-        atomic_save(result, path)
+        atomic_save({"__artifact__": {"stage": name, "key": folder.name,
+                                      "version": config.get("version") if isinstance(config, dict) else None},
+                     "value": result}, path)
         shutil.rmtree(workdir, ignore_errors=True)
         from .timings import record
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from .artifacts import atomic_save, safe_load
+from .artifacts import atomic_save, load_checkpoint
 from .config import AutoencoderConfig
 from .runtime import (LossLog, make_accelerator, progress as progress_bar, seed_everything, shard, step_generator,
                       sync_gradients, global_mean)
@@ -101,8 +101,8 @@ def train_autoencoder(images: torch.Tensor, cfg: AutoencoderConfig, workdir,
     optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt_path = workdir / "checkpoint.pt"
     step, losses = 0, []
-    if ckpt_path.exists():
-        state = safe_load(ckpt_path)
+    state = load_checkpoint(ckpt_path, "autoencoder training")
+    if state is not None:
         ae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, losses = state["step"], list(state["losses"])

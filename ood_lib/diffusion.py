@@ -19,7 +19,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 
-from .artifacts import atomic_save, safe_load
+from .artifacts import atomic_save, load_checkpoint
 from .runtime import (LossLog, make_accelerator, progress as progress_bar, seed_everything, shard, step_generator,
                       sync_gradients, global_mean)
 from .config import DDPMConfig
@@ -113,8 +113,8 @@ def train_ddpm(x: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: DDPMC
     scheduler = noise_scheduler(cfg)
     ckpt_path = workdir / "checkpoint.pt"
     step, losses = 0, []
-    if ckpt_path.exists():
-        state = safe_load(ckpt_path)
+    state = load_checkpoint(ckpt_path, "DDPM training")
+    if state is not None:
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])

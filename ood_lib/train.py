@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .artifacts import atomic_save, safe_load
+from .artifacts import atomic_save, load_checkpoint
 import torch.nn.functional as F
 
 from .config import LOSS_FIELDS, ClassifierConfig
@@ -327,8 +327,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Clas
     opt, sched = optimiser(groups, cfg, cfg.epochs * steps_per_epoch)
     epoch, log, snapshots = 0, {"epoch": [], "loss": [], "train_acc": []}, {}
     ckpt = Path(workdir) / "checkpoint.pt" if workdir is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = safe_load(ckpt)
+    state = load_checkpoint(ckpt, f"{loss} training") if ckpt is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_scheduler"])

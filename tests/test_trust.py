@@ -2,6 +2,7 @@
 intact, the SD regime check, Table 4's control and the SD selection rule."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -40,6 +41,57 @@ def test_checkpoints_carry_a_checksum_and_a_file_without_one_is_refused(tmp_path
     (tmp_path / "checkpoint.pt.sha256").unlink()
     with pytest.raises(RuntimeError, match="no checksum"):
         safe_load(path)
+
+
+def _copy_artifact(src: Path, dst: Path) -> None:
+    """What a person who moves cache folders by hand does: the artefact and its checksum."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("artifact.pt", "artifact.pt.sha256"):
+        (dst / name).write_bytes((src / name).read_bytes())
+
+
+def test_an_artefact_of_another_config_copied_into_a_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path))
+    cached("ddpm", {"steps": 300}, lambda wd: {"steps": 300}, verbose=False)
+    target = stage_dir("ddpm", {"steps": 30})
+    _copy_artifact(stage_dir("ddpm", {"steps": 300}), target)
+    with pytest.raises(RuntimeError, match="copied or moved") as err:
+        cached("ddpm", {"steps": 30}, lambda wd: {"steps": 30}, verbose=False)
+    assert str(target) in str(err.value) and "Delete" in str(err.value)
+    assert cached("ddpm", {"steps": 300}, lambda wd: None, verbose=False) == {"steps": 300}
+
+
+def test_an_artefact_of_another_stage_copied_into_a_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path))
+    cached("autoencoder", {"k": 1}, lambda wd: {"ae_config": {}}, verbose=False)
+    # same key, other stage: the folder name alone would match
+    _copy_artifact(stage_dir("autoencoder", {"k": 1}), stage_dir("ddpm", {"k": 1}))
+    with pytest.raises(RuntimeError, match="stored by stage 'autoencoder'"):
+        cached("ddpm", {"k": 1}, lambda wd: {"unet_config": {}}, verbose=False)
+
+
+def test_a_damaged_checkpoint_is_dropped_saying_so_and_training_restarts(tmp_path, capsys):
+    from ood_lib.artifacts import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    assert load_checkpoint(path) is None
+    atomic_save({"step": 3}, path)
+    assert load_checkpoint(path) == {"step": 3}
+    path.write_bytes(path.read_bytes()[:-10])                 # stopped mid-write, old checksum beside it
+    assert load_checkpoint(path, "DDPM training") is None
+    said = capsys.readouterr().out
+    assert "dropping checkpoint.pt" in said and "DDPM training starts from the beginning" in said
+    assert not path.exists() and not (tmp_path / "checkpoint.pt.sha256").exists()
+
+
+def test_the_file_lands_before_its_checksum(tmp_path, monkeypatch):
+    import os
+
+    order = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (order.append(Path(b).name), real(a, b)))
+    atomic_save({"step": 1}, tmp_path / "checkpoint.pt")
+    assert order == ["checkpoint.pt", "checkpoint.pt.sha256"]
 
 
 # ----------------------------------------------------------------------------- stage keys
