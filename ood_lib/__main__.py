@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import pandas as pd
@@ -55,6 +56,10 @@ def _show_cache_events() -> None:
 
 
 def main(argv=None) -> None:
+    from .artifacts import process_role
+
+    if not process_role()[0]:   # launched as several processes (torchrun, accelerate launch): the main one prints
+        sys.stdout = open(os.devnull, "w")
     _show_cache_events()
     parser = argparse.ArgumentParser(prog="python -m ood_lib")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -179,9 +179,10 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     interrupted, removed once the artefact is stored) and returns a torch-saveable object
     of tensors, numbers, strings, lists and dicts.
 
-    With several processes (``accelerate launch``) every process computes (the training loops
-    split batches between them), only the main one writes, and all wait for it, so that
-    every process sees the same cache afterwards.
+    With several processes (``torchrun``, ``accelerate launch``) the process group is joined
+    first (:func:`process_role`); only the main process takes the folder's lock, every process
+    computes (the training loops split batches between them), only the main one writes, and
+    every process then returns the stored artefact, so all ranks hold the same model.
     """
     name = stage.name if isinstance(stage, Stage) else stage
     folder = stage_dir(name, config)
@@ -189,7 +190,8 @@ def cached(stage: str | Stage, config, compute: Callable[[Path], Any], *, verbos
     main, wait = process_role()
     if path.exists():
         return _load(name, path, verbose and main)
-    with _computing(folder, alone=wait is _no_barrier):
+    with _computing(folder, take=main):
+        wait()   # the other ranks wait until the main one holds the lock
         if path.exists():    # another run sharing this cache computed it while this one waited
             return _load(name, path, verbose and main, ", computed by another run")
         return _compute(name, folder, path, config, compute, main, wait, verbose)
@@ -298,7 +300,8 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
         if verbose:
             _note("computed", f"[{name}] computed and cached {folder.name} in {seconds:.0f} s")
     wait()
-    return result
+    # one process: what it computed is what it stored; several: every rank reads the stored one
+    return result if wait is _no_barrier else load_artifact(path, name)
 
 
 # Seconds spent in stages computed inside the stage now computing (one entry per level), so a
@@ -311,26 +314,34 @@ def _no_barrier() -> None:
 
 
 def process_role() -> tuple[bool, Callable[[], None]]:
-    """(is this the main process, a barrier): one process unless torch.distributed is running."""
+    """(is this the main process, a barrier): one process unless several were launched. Under
+    ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1) the process group is joined here,
+    before any lock is taken: a rank holding a lock while another waits in the group's set-up
+    would deadlock."""
     import torch.distributed as dist
 
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())   # gloo on a CPU machine: the processes share the work
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return dist.get_rank() == 0, dist.barrier
     return True, _no_barrier
 
 
 @contextlib.contextmanager
-def _computing(folder: Path, alone: bool):
+def _computing(folder: Path, take: bool):
     """Hold ``folder``'s lock while its artefact is computed, so that two runs sharing one cache
     (two notebooks, a sweep beside ``./run_all.sh``) never train the same stage into the same
     checkpoint folder: the second waits, then loads what the first stored. Stages form a DAG, so
-    nested locks cannot deadlock. Not taken by the processes of one distributed run (``alone``
-    False: they compute together) nor where ``fcntl`` is missing (Windows)."""
+    nested locks cannot deadlock. Taken only where ``take`` (the main process of a run; the other
+    ranks of a distributed run follow it through barriers), and not where ``fcntl`` is missing
+    (Windows)."""
     try:
         import fcntl
     except ImportError:
         fcntl = None
-    if not alone or fcntl is None:
+    if not take or fcntl is None:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)

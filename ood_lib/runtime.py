@@ -60,10 +60,11 @@ def make_accelerator():
     (``ACCELERATE_MIXED_PRECISION``) overrides."""
     from accelerate import Accelerator
 
+    cpu = not torch.cuda.is_available()   # so that processes launched on a CPU machine share the work (gloo)
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        return Accelerator()
+        return Accelerator(cpu=cpu)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return Accelerator(mixed_precision="bf16" if bf16 else "no")
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=cpu)
 
 
 class LossLog:
