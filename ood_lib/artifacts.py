@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from .config import config_hash, to_dict
+from .runtime import set_threads
 
 def project_root() -> Path:
     """Where caches, results and data live, never inside the installed package: ``$OOD_HOME``,
@@ -281,6 +282,7 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
         workdir.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
     wait()
+    threads = set_threads()
     start = time.perf_counter()
     _NESTED.append(0.0)
     try:
@@ -290,7 +292,7 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
     seconds = time.perf_counter() - start
     _NESTED[-1] += seconds
     if main:
-        atomic_save({"__artifact__": {"stage": name, "key": folder.name,
+        atomic_save({"__artifact__": {"stage": name, "key": folder.name, "threads": threads,
                                       "version": config.get("version") if isinstance(config, dict) else None},
                      "value": result}, path)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -298,7 +300,7 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
 
         record(name, folder.name, seconds - inner)
         if verbose:
-            _note("computed", f"[{name}] computed and cached {folder.name} in {seconds:.0f} s")
+            _note("computed", f"[{name}] computed and cached {folder.name} in {seconds:.0f} s ({threads} threads)")
     wait()
     # one process: what it computed is what it stored; several: every rank reads the stored one
     return result if wait is _no_barrier else load_artifact(path, name)

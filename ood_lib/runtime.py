@@ -17,6 +17,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def compute_threads() -> int:
+    """The CPU threads every stage computes with. Set explicitly because the count changes a model's
+    floating-point sums: a smoke classifier trained with 1 and with 2 threads ends with different
+    weights, with the same count bit for bit the same. ``$OOD_THREADS``, else ``$OMP_NUM_THREADS``,
+    else the cores this process may use, shared among the processes of a launched run."""
+    for var in ("OOD_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip():
+            return max(1, int(os.environ[var]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def set_threads() -> int:
+    """Apply :func:`compute_threads` to torch; returns the count (recorded with each artefact)."""
+    n = compute_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def step_generator(seed: int, step: int, device="cpu") -> torch.Generator:
     """Randomness of one training step depends only on (seed, step): resuming from a checkpoint
     replays exactly the same batches and noise, and every process of a multi-process run draws

@@ -2,6 +2,7 @@
 intact, the SD regime check, Table 4's control and the SD selection rule."""
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -293,3 +294,58 @@ def test_collapse_is_read_against_the_ce_model_of_the_same_seed():
     assert mark_collapse(df.iloc[2:], {0: 0.99, 1: 0.95}).collapsed.tolist() == [False, True, False]
     with pytest.raises(ValueError, match="no CE rows"):
         mark_collapse(df.iloc[2:])
+
+
+# ----------------------------------------------------------------------------- same seed, same numbers
+SMOKE_CE = """
+import dataclasses, hashlib, torch
+from ood_lib import get_profile, pipeline, runtime
+from ood_lib.train import train_classifier
+P = get_profile("smoke")
+b = pipeline.benchmark(P)
+runtime.set_threads()
+art = train_classifier(b.id_train.x, b.id_train.y, b.n_classes, dataclasses.replace(P.clf, epochs=3), "ce", seed=0)
+print(torch.get_num_threads(), hashlib.sha256(b"".join(t.numpy().tobytes() for t in art["state"].values())).hexdigest())
+"""
+
+
+def test_a_smoke_classifier_trained_in_two_fresh_processes_is_bit_for_bit_the_same(tmp_path):
+    """Same commit, profile, seed and thread count (set explicitly, runtime.compute_threads): the
+    same weights, to the bit (the smoke CE model, 3 of its 12 epochs to keep the test short)."""
+    import subprocess
+    import sys
+
+    runs = []
+    for i in range(2):
+        env = {**os.environ, "OOD_CACHE": str(tmp_path / f"cache{i}"), "OOD_THREADS": "2", "TQDM_DISABLE": "1"}
+        env.pop("OMP_NUM_THREADS", None)
+        done = subprocess.run([sys.executable, "-c", SMOKE_CE], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(done.stdout.split()[-2:])
+    assert runs[0] == runs[1] and runs[0][0] == "2"
+
+
+def test_the_thread_count_is_explicit_and_recorded(tmp_path, monkeypatch):
+    from ood_lib import runtime
+    from ood_lib.artifacts import load_artifact
+
+    monkeypatch.setenv("OOD_THREADS", "1")
+    assert runtime.compute_threads() == 1
+    monkeypatch.delenv("OOD_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.compute_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cores = len(os.sched_getaffinity(0))
+    assert runtime.compute_threads() == max(1, cores // 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("OOD_THREADS", "1")
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path))
+    before = torch.get_num_threads()
+    try:
+        cached("stage", {"k": 2}, lambda wd: {"n": torch.get_num_threads()}, verbose=False)
+        stored = torch.load(stage_dir("stage", {"k": 2}) / "artifact.pt", weights_only=True)
+        assert stored["__artifact__"]["threads"] == 1 and stored["value"] == {"n": 1}
+        assert load_artifact(stage_dir("stage", {"k": 2}) / "artifact.pt", "stage") == {"n": 1}
+    finally:
+        torch.set_num_threads(before)
