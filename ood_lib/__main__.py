@@ -33,7 +33,7 @@ import sys
 import pandas as pd
 
 from . import ablations, pipeline, report
-from .config import PROFILES, get_profile, override
+from .config import PROFILES, get_profile, override, profile_arg
 
 
 PROFILE_HELP = f"a built-in profile ({', '.join(sorted(PROFILES))}) or a .toml config file"
@@ -87,6 +87,8 @@ def main(argv=None) -> None:
     which = grid.add_mutually_exclusive_group(required=True)
     which.add_argument("--runs", nargs="+", help="loss:generator pairs, e.g. ce:none oe:sd arcface:mixup")
     which.add_argument("--full", action="store_true", help="every loss with every outlier source it accepts")
+    which.add_argument("--default", action="store_true",
+                       help="the default run's models (pipeline.DEFAULT_RUNS: the eight pairs notebook 06 trains)")
     grid.add_argument("--score", default="knn", help="the score of the loss × outlier-source table (default knn)")
     grid.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
     grid.add_argument("--suffix", default=None,
@@ -148,7 +150,7 @@ def main(argv=None) -> None:
     table = report.sweep_table(df)
     (out / f"{args.out}.md").write_text(
         f"Validation sweep, profile `{profile.name}`: near-OOD AUROC (%) on ID val vs digits 6-9 val "
-        f"(mean over seeds {args.seeds}).\n\nCommand: `python -m ood_lib sweep --profile {profile.name} "
+        f"(mean over seeds {args.seeds}).\n\nCommand: `python -m ood_lib sweep --profile {profile_arg(profile)} "
         f"--S {' '.join(map(str, args.S))}" + (f" --w {' '.join(map(str, args.w))}" if args.w else "")
         + (f" --stride {args.stride}" if args.stride else "") + (" --screen" if args.screen else "")
         + (f" --oe-lambda {' '.join(map(str, args.oe_lambda))}" if args.oe_lambda else "")
@@ -178,7 +180,7 @@ def run_dod_alpha(args) -> None:
     alphas = args.alpha or [0.0, *pipeline.dod_alpha_candidates(profile, runs[0], args.seeds[0])]
     table = pipeline.dod_alpha_sweep(profile, runs, alphas, seeds=args.seeds)
     chosen = pipeline.choose_dod_alpha(table)
-    command = (f"python -m ood_lib dod-alpha --profile {profile.name} --runs {' '.join(args.runs)} "
+    command = (f"python -m ood_lib dod-alpha --profile {profile_arg(profile)} --runs {' '.join(args.runs)} "
                + (f"--alpha {' '.join(map(str, args.alpha))} " if args.alpha else "")
                + f"--seeds {' '.join(map(str, args.seeds))}")
     report.write_table(table, report.results_dir(profile.name), "dod_alpha_val",
@@ -260,15 +262,16 @@ def run_mark(args) -> None:
 
 
 def run_grid(args) -> None:
-    runs = pipeline.grid_runs() if args.full else [tuple(spec.partition(":")[::2]) for spec in args.runs]
+    runs = (pipeline.grid_runs() if args.full else list(pipeline.DEFAULT_RUNS) if args.default
+            else [tuple(spec.partition(":")[::2]) for spec in args.runs])
     runs = [(loss, generator or None) for loss, generator in runs]
     profile = get_profile(args.profile)
     if args.seeds is not None:
         profile = override(profile, seeds=tuple(args.seeds))
     df = pipeline.evaluate(profile, runs)
     suffix = args.suffix if args.suffix is not None else ("_full" if args.full else "_cli")
-    command = (f"python -m ood_lib grid --profile {profile.name} "
-               + ("--full" if args.full else f"--runs {' '.join(args.runs)}")
+    command = (f"python -m ood_lib grid --profile {profile_arg(profile)} "
+               + ("--full" if args.full else "--default" if args.default else f"--runs {' '.join(args.runs)}")
                + f" --seeds {' '.join(map(str, profile.seeds))} --score {args.score} --suffix '{suffix}'")
     out = report.results_dir(profile.name)
     report.write_score_tables(df, out, suffix, f"Profile `{profile.name}`, `{command}`")

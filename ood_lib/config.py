@@ -411,9 +411,24 @@ def get_profile(name: str, **overrides) -> Profile:
     return override(PROFILES[name], **overrides)
 
 
+def _check_type(name: str, value, default) -> None:
+    """A setting's value has the type of its default (an int where a float is expected is fine);
+    else stop naming the setting, the value and the type expected."""
+    if default is None or value is None:
+        return
+    expected = (bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) else \
+        (int, float) if isinstance(default, float) else (str,) if isinstance(default, str) else \
+        (list, tuple) if isinstance(default, tuple) else None
+    if expected is None:
+        return
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise ValueError(f"{name} = {value!r} has the wrong type: expected {' or '.join(t.__name__ for t in expected)} "
+                         f"(the default is {default!r})")
+
+
 def override(profile: Profile, **overrides) -> Profile:
     """A copy of ``profile`` with sections or fields replaced (see :func:`get_profile`); an
-    unknown name or an out-of-range value stops here, naming it."""
+    unknown name, a value of the wrong type or an out-of-range value stops here, naming it."""
     changes = {}
     for key, value in overrides.items():
         if not hasattr(profile, key):
@@ -424,7 +439,11 @@ def override(profile: Profile, **overrides) -> Profile:
             unknown = sorted(set(value) - valid)
             if unknown:
                 raise ValueError(f"{key}: unknown setting(s) {unknown}; valid: {sorted(valid)}")
+            for k, v in value.items():
+                _check_type(f"{key}.{k}", v, getattr(current, k))
             value = dataclasses.replace(current, **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        elif not dataclasses.is_dataclass(current):
+            _check_type(key, value, current)
         changes[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(profile, **changes)
 
@@ -452,7 +471,10 @@ def load_config(path) -> Profile:
     if not path.exists():
         raise FileNotFoundError(f"config file {path} not found")
     with open(path, "rb") as fh:
-        spec = tomllib.load(fh)
+        try:
+            spec = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:   # its message gives the line and column
+            raise ValueError(f"config file {path} is not valid TOML: {err}") from None
     base = spec.pop("base", "smoke")
     name = spec.pop("name", path.stem)
     dataset = spec.pop("dataset", None)
@@ -466,7 +488,24 @@ def load_config(path) -> Profile:
         ds = register_dataset(dataset.pop("name"), source, **dataset)
         spec["data"] = {"dataset": ds.name, **spec.get("data", {})}
         spec["clf"] = {"normalise": "id_train", **spec.get("clf", {})}   # statistics of the user's own images
+    CONFIG_FILES[name] = str(path)
     return override(get_profile(base), name=name, **spec)
+
+
+# The file each config-file profile was read from, by profile name (:func:`run_command`).
+CONFIG_FILES: dict[str, str] = {}
+
+
+def profile_arg(profile: Profile) -> str:
+    """What ``--profile`` takes to name this profile again: its name, or its config file."""
+    return CONFIG_FILES.get(profile.name, profile.name)
+
+
+def run_command(profile: Profile, full: bool = False) -> str:
+    """The command that reproduces a profile's run, for a table's provenance: ``./run_all.sh
+    --profile NAME``, or ``--config FILE`` for a profile read from a config file."""
+    source = f"--config {CONFIG_FILES[profile.name]}" if profile.name in CONFIG_FILES else f"--profile {profile.name}"
+    return f"./run_all.sh {source}" + (" --full" if full else "")
 
 
 def to_dict(obj) -> dict:

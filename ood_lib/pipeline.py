@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from functools import lru_cache
 
@@ -19,7 +20,7 @@ from .artifacts import Stage, cached, stage_key, tensor_fingerprint
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import LOSS_FIELDS, ClassifierConfig, Profile, override
-from .data import Benchmark, load_benchmark
+from .data import Benchmark, data_root, load_benchmark
 from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand, regime_text, sd_regime as _regime
 from .diffusion import generate, load_unet, to_image_space, to_model_space, train_ddpm
 from .fidelity import FAILED, fidelity, gate
@@ -37,12 +38,18 @@ LABEL_SOURCES = ("true", "pseudo")
 
 def benchmark(profile: Profile) -> Benchmark:
     """The profile's benchmark (``profile.data``: digits or cifar10), loaded once per process
-    per data config (profiles that differ elsewhere, e.g. ablation overrides, share it)."""
-    return _benchmark(profile.data)
+    per data config and data location (profiles that differ elsewhere, e.g. ablation overrides,
+    share it; a notebook that points ``OOD_DATA_ROOT`` elsewhere gets the sets found there)."""
+    return _benchmark(profile.data, _data_location())
+
+
+def _data_location() -> tuple:
+    """Where the data comes from: the data root and whether downloads are allowed."""
+    return str(data_root()), os.environ.get("OOD_DOWNLOAD", "")
 
 
 @lru_cache(maxsize=4)
-def _benchmark(data_cfg) -> Benchmark:
+def _benchmark(data_cfg, location: tuple) -> Benchmark:
     return load_benchmark(data_cfg)
 
 
@@ -76,12 +83,12 @@ def data_fingerprint(profile: Profile, *splits: str) -> dict:
     """What a stage reads of the data: for each split (``id_train``, ``id_val``, ``id_test``,
     ``ood_val``, ``ood_test``) every set's name, group, source and a content fingerprint, and
     the optional sets that were not found (their absence changes a suite)."""
-    return {split: _fingerprints(profile.data)[split] for split in splits}
+    return {split: _fingerprints(profile.data, _data_location())[split] for split in splits}
 
 
 @lru_cache(maxsize=4)
-def _fingerprints(data_cfg) -> dict:
-    b = _benchmark(data_cfg)
+def _fingerprints(data_cfg, location: tuple) -> dict:
+    b = _benchmark(data_cfg, location)
 
     def one(s):
         return {"name": s.name, "group": s.group, "n": len(s), "source": str(b.sources.get(s.name, "")),

@@ -65,3 +65,21 @@ def test_optional_sets_from_shared_data():
     assert len(s) == 50 and s.x.shape[1:] == (1, 28, 28)
     m = get_ood_set("mnist_test_heldout", 30, held=["6", "7", "8", "9"])
     assert len(m) == 30
+
+
+def test_the_benchmark_follows_the_data_root_within_one_process(monkeypatch, tmp_path):
+    """A notebook that points OOD_DATA_ROOT elsewhere without restarting its kernel gets the sets
+    found there, in both directions (the per-process cache is keyed on the data location)."""
+    from ood_lib import get_profile, pipeline
+
+    P = get_profile("smoke")
+    found = pipeline.benchmark(P)
+    if not {"mnist_test_6to9", "notmnist"} & set(found.ood_test):
+        pytest.skip("no optional set under the data root")
+    with_sets = pipeline.data_fingerprint(P, "ood_test")
+    monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path))
+    empty = pipeline.benchmark(P)
+    assert set(empty.skipped) > set(found.skipped) and set(empty.ood_test) < set(found.ood_test)
+    assert pipeline.data_fingerprint(P, "ood_test") != with_sets       # the keys see it too
+    monkeypatch.delenv("OOD_DATA_ROOT")
+    assert set(pipeline.benchmark(P).ood_test) == set(found.ood_test)

@@ -111,10 +111,33 @@ def test_bad_data_settings_fail_before_any_work(overrides, message):
     (dict(data={"n_far": -3}), r"data.n_far = -3 is out of range: it must be >= 1"),
     (dict(clf={"epochs": 0}), r"clf.epochs = 0 is out of range"),
     (dict(sd={"strid": 5}), r"sd: unknown setting\(s\) \['strid'\]; valid: .*stride"),
+    (dict(sd={"S": "abc"}), r"sd.S = 'abc' has the wrong type: expected int \(the default is 300\)"),
+    (dict(sd={"w": True}), r"sd.w = True has the wrong type: expected int or float"),
+    (dict(seeds=3), r"seeds = 3 has the wrong type: expected list or tuple"),
 ])
 def test_out_of_range_settings_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         get_profile("digits", **overrides)
+
+
+def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path):
+    from ood_lib.config import load_config
+
+    bad = tmp_path / "broken.toml"
+    bad.write_text('name = "broken"\n[sd]\nS = = 3\n')
+    with pytest.raises(ValueError, match=r"broken.toml is not valid TOML: .*line 3"):
+        load_config(bad)
+
+
+def test_a_config_run_names_the_command_that_reproduces_it(tmp_path):
+    from ood_lib.config import load_config, profile_arg, run_command
+
+    cfg = tmp_path / "fashion.toml"
+    cfg.write_text('name = "fashion"\n[sd]\nS = 100\n')
+    P = load_config(cfg)
+    assert run_command(P) == f"./run_all.sh --config {cfg}" and run_command(P, True).endswith(" --full")
+    assert profile_arg(P) == str(cfg) and get_profile(profile_arg(P)).sd.S == 100
+    assert run_command(get_profile("digits")) == "./run_all.sh --profile digits"
 
 
 def test_run_all_refuses_a_bad_profile_and_writes_nothing(tmp_path):

@@ -88,3 +88,13 @@ def test_paper_tables_cli_hands_every_table_and_the_tidy_evidence_to_the_claims(
     assert set(seen["evidence"]) == {"sd_grid", "paper1", "table4"} and seen["evidence"]["table4"] is rows
     assert (seen["S"], seen["w"], seen["suffix"]) == ((100, 300), (1.0, 3.0), "_full")
     assert seen["command"] == "python -m ood_lib paper-tables --profile smoke --full"
+
+
+def test_grid_cli_default_trains_the_default_runs():
+    main(["grid", "--profile", "smoke", "--default", "--suffix", "_default_test"])
+    from ood_lib import pipeline
+
+    out = results_dir("smoke")
+    grid = pd.read_csv(out / "loss_grid_default_test.csv")
+    assert set(zip(grid.loss, grid.generator)) == set(pipeline.DEFAULT_RUNS)
+    assert "grid --profile smoke --default" in (out / "loss_grid_default_test.md").read_text().split("\n")[0]
