@@ -199,11 +199,12 @@ def run_check(args) -> None:
     wrong (``./run_all.sh`` calls this before it runs or writes anything)."""
     import sys
 
-    from .data import check_data
+    from .data import check_data, verify_images
 
     try:
         profile = get_profile(args.profile)
         check_data(profile.data)
+        verify_images(profile.data)
     except (KeyError, ValueError, FileNotFoundError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         sys.exit(2)

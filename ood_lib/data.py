@@ -215,6 +215,7 @@ class _Source:
     labels: np.ndarray                         # class index per image, -1 when unlabelled
     classes: list
     take: Callable[[np.ndarray], np.ndarray]   # indices -> (n, C, H, W): uint8, or float in [0, 1]
+    image_files: bool = False                  # one encoded image file per item (folders, tars): may be corrupt
 
     def __len__(self) -> int:
         return len(self.names)
@@ -241,8 +242,9 @@ def _to_array(img, size: int = CIFAR_SIZE, channels: int = 3) -> np.ndarray:
 
 
 def _decode_all(items: list, open_image: Callable, desc: str, size: int = CIFAR_SIZE,
-                channels: int = 3) -> np.ndarray:
-    """Decode ``items`` (paths or bytes) to uint8 (n, channels, size, size), with a progress bar."""
+                channels: int = 3, names: list | None = None) -> np.ndarray:
+    """Decode ``items`` (paths or bytes; ``names`` say where each is, for errors) to uint8
+    (n, channels, size, size), with a progress bar."""
     from PIL import Image
 
     out = np.empty((len(items), channels, size, size), dtype=np.uint8)
@@ -251,8 +253,31 @@ def _decode_all(items: list, open_image: Callable, desc: str, size: int = CIFAR_
             with Image.open(open_image(item)) as img:
                 out[i] = _to_array(img, size, channels)
         except OSError as err:
-            raise ValueError(f"{desc}: cannot decode image {i} ({err}); is the file corrupt?") from err
+            where = names[i] if names is not None else f"image {i}"
+            raise ValueError(f"{desc}: cannot decode {where} ({err}); is the file corrupt? Replace or remove it") from err
     return out
+
+
+CHECK_IMAGES = 5000
+
+
+def verify_images(cfg: DataConfig) -> int:
+    """Decode the dataset's image files before a run reads them (``python -m ood_lib check``): every
+    image of a pool of at most :data:`CHECK_IMAGES`, else a seeded sample of that many (seed 0), so a
+    corrupt file stops the check naming it rather than a notebook minutes later. Pools that are
+    arrays in memory (the built-in digits, CIFAR pickles) have no files to check. Returns the
+    number decoded."""
+    decoded = 0
+    for pool in _pools(get_dataset(cfg.dataset).name).values():
+        if not pool.image_files:
+            continue
+        idx = np.arange(len(pool))
+        if len(idx) > CHECK_IMAGES:
+            idx = np.sort(np.random.default_rng(0).choice(idx, CHECK_IMAGES, replace=False))
+        for start in range(0, len(idx), 1000):
+            pool.take(idx[start:start + 1000])
+        decoded += len(idx)
+    return decoded
 
 
 def _is_image(name: str) -> bool:
@@ -266,7 +291,7 @@ def _labelled(path: Path, rel_names: list, take: Callable) -> _Source:
     classes = sorted({f for f in folders if f})
     lookup = {c: i for i, c in enumerate(classes)}
     labels = np.array([lookup.get(f, -1) for f in folders], dtype=np.int64)
-    return _Source(path, rel_names, labels, classes, take)
+    return _Source(path, rel_names, labels, classes, take, image_files=True)
 
 
 def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
@@ -279,7 +304,7 @@ def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, chann
         raise FileNotFoundError(f"{path} holds no .png/.jpg/.jpeg images")
     rel = [p.relative_to(path).as_posix() for p in files]
     return _labelled(Path(path), rel, lambda idx: _decode_all([files[i] for i in idx], lambda f: f, path.name,
-                                                                 size, channels))
+                                                                 size, channels, [str(files[i]) for i in idx]))
 
 
 def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
@@ -296,7 +321,7 @@ def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels
     rel = sorted(blobs)
     desc = f"{path.name}:{inner}"
     return _labelled(Path(path), rel, lambda idx: _decode_all([blobs[rel[i]] for i in idx], io.BytesIO, desc,
-                                                                 size, channels))
+                                                                 size, channels, [f"{path}:{inner}{rel[i]}" for i in idx]))
 
 
 def read_cifar_pickle(path: Path, inner: str = "test") -> _Source:
@@ -585,7 +610,7 @@ def _with_classes(read: Callable[[], dict], classes: tuple) -> Callable[[], dict
             if unknown:
                 raise ValueError(f"{src.path}: classes {unknown} are not among the dataset's classes {list(classes)}")
             lookup = np.array([classes.index(c) for c in src.classes] + [-1])
-            out[split] = _Source(src.path, src.names, lookup[src.labels], list(classes), src.take)
+            out[split] = _Source(src.path, src.names, lookup[src.labels], list(classes), src.take, src.image_files)
         return out
     return relabelled
 
@@ -638,7 +663,8 @@ def _torchvision_pools(name: str, cls_name: str) -> dict:
         x = np.asarray(ds.data)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         src = _array_source(x, np.asarray(ds.targets), str(root))
-        pools[split] = _Source(src.path, src.names, src.labels, [str(c) for c in ds.classes], src.take)
+        pools[split] = _Source(src.path, src.names, src.labels, [str(c) for c in ds.classes], src.take,
+                               src.image_files)
     return pools
 
 
@@ -793,9 +819,15 @@ def _class_indices(ds: Dataset, cfg: DataConfig) -> tuple[list, list]:
 
 def check_data(cfg: DataConfig, pools: dict | None = None) -> Dataset:
     """Everything about ``cfg`` that can be checked before any work: the dataset exists, its
-    ID classes are valid, and every class has the images the splits ask for."""
+    ID classes are valid, its OOD sets are in the catalogue, and every class has the images the
+    splits ask for."""
     ds = get_dataset(cfg.dataset)
     ids, held = _class_indices(ds, cfg)
+    catalogue = ood_catalogue()
+    unknown = [f"{name} ({key})" for name, _, key in ds.ood if key not in catalogue]
+    if unknown:
+        raise ValueError(f"{ds.name}: OOD sets {unknown} are not in the OOD catalogue; valid names: {sorted(catalogue)} "
+                         f"(README: 'Use your own data')")
     pools = pools or _pools(ds.name)
     one = "all" in pools
     need_id = cfg.n_train_per_class + cfg.n_val_per_class + (cfg.n_test_per_class if one else 0)

@@ -93,6 +93,14 @@ def test_register_tensors_and_conformed_ood_sets():
     assert b.ood_test["tiny_rgb_c"].x.shape == (10, 3, 12, 12) and b.classes == ["a", "b"]
 
 
+def test_an_unknown_far_ood_name_is_refused_by_the_check():
+    x, y = torch.rand(60, 1, 8, 8), torch.arange(60) % 3
+    register_dataset("tiny_zzz", (x, y), classes=["a", "b", "c"], id_classes=["a", "b"], far_ood=["uniform_noise", "zzz"])
+    P = get_profile("smoke", data={"dataset": "tiny_zzz"})
+    with pytest.raises(ValueError, match=r"OOD sets \['zzz \(zzz\)'\] are not in the OOD catalogue; valid names: .*svhn"):
+        check_data(P.data)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(data={"dataset": "nope"}), "unknown dataset 'nope'; registered: .*register_dataset"),
     (dict(data={"id_classes": ["0", "1", "x"]}), r"\['x'\] not among digits's classes"),
@@ -138,6 +146,24 @@ def test_a_config_run_names_the_command_that_reproduces_it(tmp_path):
     assert run_command(P) == f"./run_all.sh --config {cfg}" and run_command(P, True).endswith(" --full")
     assert profile_arg(P) == str(cfg) and get_profile(profile_arg(P)).sd.S == 100
     assert run_command(get_profile("digits")) == "./run_all.sh --profile digits"
+
+
+def test_check_decodes_the_images_and_names_a_corrupt_file(tmp_path, capsys):
+    from ood_lib.__main__ import main
+    from ood_lib.config import load_config
+    from ood_lib.data import verify_images
+
+    write_sklearn_digits(tmp_path / "images")
+    (tmp_path / "sk8.toml").write_text(OWN_CONFIG)
+    P = load_config(tmp_path / "sk8.toml")
+    assert verify_images(P.data) == 1797                            # every image: the pool is under 5,000
+    bad = tmp_path / "images" / "digit3" / "0003.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot decode .*digit3/0003.png .*corrupt"):
+        verify_images(P.data)
+    with pytest.raises(SystemExit) as stop:                          # what ./run_all.sh runs first
+        main(["check", "--profile", str(tmp_path / "sk8.toml")])
+    assert stop.value.code == 2 and "digit3/0003.png" in capsys.readouterr().err
 
 
 def test_run_all_refuses_a_bad_profile_and_writes_nothing(tmp_path):
