@@ -372,7 +372,8 @@ def read_idx_images(path: Path, inner: str = "t10k", size: int = CIFAR_SIZE, cha
     def take(idx):
         return np.stack([_to_array(Image.fromarray(x[i]), size, channels) for i in idx]) if len(idx) else \
             np.empty((0, channels, size, size), np.uint8)
-    return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], labels, [str(c) for c in range(10)], take)
+    numbers = [str(c) for c in range(int(labels.max()) + 1)] if (labels >= 0).any() else []
+    return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], labels, numbers, take)
 
 
 @dataclass(frozen=True)
@@ -572,7 +573,8 @@ def register_dataset(name: str, source, classes=None, id_classes=None, far_ood=(
     ``(x, y)`` (tensors or arrays, N x C x H x W in [0, 1] or uint8), a dict of such pairs
     per split (``"train"``, ``"test"``), or a function returning :class:`_Source` pools.
     ``classes`` name the labels (default: the folder names, the torchvision class names, or
-    ``"0", "1", ...``); ``id_classes`` default to every class but the last third. Folder images
+    ``"0", "1", ...``; for a source labelled by numbers, such as an IDX folder, the names of
+    0, 1, ... in order); ``id_classes`` default to every class but the last third. Folder images
     are read as ``channels`` x ``image_size`` (shorter side resized, centre crop).
     ``far_ood`` / ``near_ood`` name :func:`ood_catalogue` entries (e.g. ``"svhn"``, another
     registered dataset).
@@ -599,12 +601,20 @@ def _first_pool(pools: dict) -> str:
 
 def _with_classes(read: Callable[[], dict], classes: tuple) -> Callable[[], dict]:
     """``read`` whose pools are labelled by position in ``classes`` (by name when the source
-    names its classes, as ImageFolders do)."""
+    names its classes, as ImageFolders do). A source whose classes are only its label numbers
+    ("0", "1", ...: IDX folders) takes ``classes`` as the names of those numbers, in order."""
     def relabelled():
         out = {}
         for split, src in read().items():
             if not src.classes or list(src.classes) == list(classes):
                 out[split] = src
+                continue
+            numbers = [str(i) for i in range(len(src.classes))]
+            if list(src.classes) == numbers and not set(classes) <= set(numbers):
+                if len(classes) != len(numbers):
+                    raise ValueError(f"{src.path}: its labels are the numbers 0-{len(numbers) - 1}; classes must name "
+                                     f"each of them, in order ({len(numbers)} names), got {len(classes)}: {list(classes)}")
+                out[split] = _Source(src.path, src.names, src.labels, list(classes), src.take, src.image_files)
                 continue
             unknown = sorted(set(src.classes) - set(classes))
             if unknown:

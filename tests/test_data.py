@@ -83,3 +83,19 @@ def test_the_benchmark_follows_the_data_root_within_one_process(monkeypatch, tmp
     assert pipeline.data_fingerprint(P, "ood_test") != with_sets       # the keys see it too
     monkeypatch.delenv("OOD_DATA_ROOT")
     assert set(pipeline.benchmark(P).ood_test) == set(found.ood_test)
+
+
+def test_an_idx_folder_takes_names_for_its_label_numbers(tmp_path):
+    """Fashion-MNIST and other IDX sets label by number; classes= names them, so the held-out
+    set reads fashion_boot, not fashion_9."""
+    from ood_lib.data import register_dataset
+
+    imgs = np.random.default_rng(0).integers(0, 256, size=(60, 28, 28), dtype=np.uint8)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", imgs, 0x08)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(60, dtype=np.uint8) % 3, 0x08)
+    ds = register_dataset("fashion3", str(tmp_path), classes=["shirt", "trouser", "boot"], id_classes=["shirt", "trouser"])
+    pool = ds.read()["train"]
+    assert pool.classes == ["shirt", "trouser", "boot"] and pool.labels[:4].tolist() == [0, 1, 2, 0]
+    with pytest.raises(ValueError, match="classes must name each of them, in order"):
+        register_dataset("fashion2", str(tmp_path), classes=["shirt", "trouser"]).read()
