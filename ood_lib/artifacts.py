@@ -275,6 +275,16 @@ def summarise_cells() -> None:
     ip._ood_cache_summary = True
 
 
+def seconds_before(workdir: Path) -> float:
+    """Seconds the runs interrupted before this one spent computing the stage in ``workdir`` (a
+    resumed stage's total time is these plus its own)."""
+    spent = Path(workdir) / SPENT_FILE
+    return float(spent.read_text()) if spent.exists() else 0.0
+
+
+SPENT_FILE = ".seconds_spent"
+
+
 def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, verbose: bool) -> Any:
     """Run ``compute`` in the stage's work folder; the main process stores and logs the result."""
     workdir = folder / "work"
@@ -283,10 +293,15 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
         (folder / "config.json").write_text(json.dumps(to_dict(config), indent=1, sort_keys=True))
     wait()
     threads = set_threads()
+    before = seconds_before(workdir) if main else 0.0
     start = time.perf_counter()
     _NESTED.append(0.0)
     try:
         result = compute(workdir)
+    except BaseException:       # interrupted: keep the time spent, for the resumed run's total
+        if main and workdir.exists():
+            (workdir / SPENT_FILE).write_text(f"{before + time.perf_counter() - start - _NESTED[-1]:.3f}")
+        raise
     finally:
         inner = _NESTED.pop()
     seconds = time.perf_counter() - start
@@ -298,9 +313,10 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
         shutil.rmtree(workdir, ignore_errors=True)
         from .timings import record
 
-        record(name, folder.name, seconds - inner)
+        record(name, folder.name, before + seconds - inner)
         if verbose:
-            _note("computed", f"[{name}] computed and cached {folder.name} in {seconds:.0f} s ({threads} threads)")
+            _note("computed", f"[{name}] computed and cached {folder.name} in {before + seconds:.0f} s ({threads} threads"
+                              + (f"; {before:.0f} s of it before a resume" if before else "") + ")")
     wait()
     # one process: what it computed is what it stored; several: every rank reads the stored one
     return result if wait is _no_barrier else load_artifact(path, name)

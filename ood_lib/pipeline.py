@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from . import evaluation
-from .artifacts import Stage, cached, stage_key, tensor_fingerprint
+from .artifacts import Stage, cached, seconds_before, stage_key, tensor_fingerprint
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import LOSS_FIELDS, ClassifierConfig, Profile, override
@@ -102,11 +102,12 @@ def _fingerprints(data_cfg, location: tuple) -> dict:
 
 
 def _timed(compute):
-    """Wrap a stage's compute so its artefact records the seconds it took."""
+    """Wrap a stage's compute so its artefact records the seconds it took, the runs interrupted
+    before a resume included."""
     def run(workdir):
-        start = time.perf_counter()
+        before, start = seconds_before(workdir), time.perf_counter()
         art = compute(workdir)
-        art["seconds"] = time.perf_counter() - start
+        art["seconds"] = before + time.perf_counter() - start
         return art
     return run
 

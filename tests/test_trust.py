@@ -349,3 +349,21 @@ def test_the_thread_count_is_explicit_and_recorded(tmp_path, monkeypatch):
         assert load_artifact(stage_dir("stage", {"k": 2}) / "artifact.pt", "stage") == {"n": 1}
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resumed_stage_records_its_whole_time(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path / "cache"))
+    log = tmp_path / "stages.tsv"
+    monkeypatch.setenv("OOD_STAGE_LOG", str(log))
+
+    def interrupted(workdir):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cached("slow", {"k": 1}, interrupted, verbose=False)
+    cached("slow", {"k": 1}, lambda wd: (time.sleep(0.1), {"done": True})[1], verbose=False)
+    stage, _, seconds = log.read_text().split()
+    assert stage == "slow" and 0.4 <= float(seconds) < 1.5
