@@ -168,10 +168,10 @@ def test_pseudo_label_seed_and_the_stage_version_enter_the_keys(monkeypatch):
 
 def test_data_found_enters_only_the_keys_of_stages_that_read_it(monkeypatch):
     ddpm, ce, scores = pipeline.ddpm_key(P), pipeline.classifier_key(P, "ce", 0), pipeline.scores_key(P, "ce", 0)
-    prints = pipeline._fingerprints(P.data)
+    prints = pipeline._fingerprints(P.data, pipeline._data_location())
     fake = json.loads(json.dumps(prints))
     fake["ood_test"]["skipped"] = fake["ood_test"]["skipped"] + ["notmnist"]
-    monkeypatch.setattr(pipeline, "_fingerprints", lambda cfg: fake)
+    monkeypatch.setattr(pipeline, "_fingerprints", lambda cfg, location: fake)
     assert pipeline.ddpm_key(P) == ddpm and pipeline.classifier_key(P, "ce", 0) == ce
     assert pipeline.scores_key(P, "ce", 0) != scores                  # a missing OOD set changes the suite
     fake["id_train"]["content"] = "0" * 16                             # other training images
