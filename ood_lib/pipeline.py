@@ -723,6 +723,8 @@ def generator_fidelity(profile: Profile, model: str = "ddpm", n_per_class: int |
     ``n_per_class``: default ``profile.fidelity_n_per_class``."""
     n_per_class = n_per_class or profile.fidelity_n_per_class
     model_key = ddpm_key(profile) if model == "ddpm" else latent_ddpm_key(profile)
+    # trained (and its check printed, which calls this function) before any setting's lock is taken
+    generator = ddpm(profile) if model == "ddpm" else latent_ddpm(profile)
     rows = []
     for name, setting in fidelity_settings(profile, model).items():
         key = stage_key(STAGES["generator_fidelity"], inputs={model: model_key, "judge": fidelity_judge_key(profile)},
@@ -730,7 +732,7 @@ def generator_fidelity(profile: Profile, model: str = "ddpm", n_per_class: int |
                         n_per_class=n_per_class, seed=seed)
 
         def compute(_, name=name, setting=setting):
-            unet = load_unet(ddpm(profile) if model == "ddpm" else latent_ddpm(profile))
+            unet = load_unet(generator)
             return _fidelity_at(profile, unet, model, name, setting, n_per_class, seed, fidelity_judge(profile)[0])
 
         rows.append({**cached(STAGES["generator_fidelity"], key, compute, verbose=False), "setting": name})

@@ -94,3 +94,23 @@ def test_a_noise_generator_fails_the_gate_and_its_models_leave_the_claims():
     assert ablations.failed_generator_rows(passed) == []
     r = claims.judge_all(ablations.evidence(passed)).set_index("id").loc["P1.mixup-improves-every-loss.v2"]
     assert r["verdict"] == "yes"
+
+
+def test_checking_a_generator_not_yet_trained_trains_it_first_without_deadlock(tmp_path, monkeypatch):
+    """The check of a model not yet in the cache trains it, whose training prints the same check:
+    the model is fetched before any setting's lock, so the nested check neither waits on its
+    caller's lock nor computes twice."""
+    import threading
+
+    from ood_lib import get_profile, pipeline
+
+    monkeypatch.setenv("OOD_CACHE", str(tmp_path))
+    P = get_profile("smoke")
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(rows=pipeline.generator_fidelity(P, "latent_ddpm")),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=540)
+    assert "rows" in done, "generator_fidelity waited on its own lock"
+    assert [r["setting"] for r in done["rows"]] == list(pipeline.fidelity_settings(P, "latent_ddpm"))
+    assert len(list((tmp_path / "generator_fidelity").glob("*/artifact.pt"))) == len(done["rows"])
