@@ -275,6 +275,22 @@ def summarise_cells() -> None:
     ip._ood_cache_summary = True
 
 
+STAGE_LOG_ENV = "OOD_STAGE_LOG"
+
+
+def record_stage(stage: str, key: str, seconds: float) -> None:
+    """Append one computed stage's own seconds to ``$OOD_STAGE_LOG`` (no-op when unset; read by
+    :mod:`ood_lib.timings`). A log that cannot be written is reported, never a reason to lose
+    the stage's result."""
+    path = os.environ.get(STAGE_LOG_ENV)
+    if path:
+        try:
+            with open(path, "a") as fh:
+                fh.write(f"{stage}\t{key}\t{seconds:.2f}\n")
+        except OSError as err:
+            print(f"[timings] cannot write {STAGE_LOG_ENV}={path}: {err}")
+
+
 def seconds_before(workdir: Path) -> float:
     """Seconds the runs interrupted before this one spent computing the stage in ``workdir`` (a
     resumed stage's total time is these plus its own)."""
@@ -311,9 +327,7 @@ def _compute(name, folder: Path, path: Path, config, compute, main: bool, wait, 
                                       "version": config.get("version") if isinstance(config, dict) else None},
                      "value": result}, path)
         shutil.rmtree(workdir, ignore_errors=True)
-        from .timings import record
-
-        record(name, folder.name, before + seconds - inner)
+        record_stage(name, folder.name, before + seconds - inner)
         if verbose:
             _note("computed", f"[{name}] computed and cached {folder.name} in {before + seconds:.0f} s ({threads} threads"
                               + (f"; {before:.0f} s of it before a resume" if before else "") + ")")

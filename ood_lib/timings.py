@@ -4,21 +4,19 @@ The plan comes from ``benchmarks/profile_cost.py``, which times a few training s
 generator evaluations of every model at the profile's sizes on one device and writes
 ``results/benchmarks/cost_<profile>_<device>.csv`` (one row per piece of work: ``stage`` is the
 artefact cache's stage name, ``seconds`` its expected cost). :func:`plan` sums those rows
-per stage. While a run goes, :func:`ood_lib.artifacts.cached` calls :func:`record` for every
+per stage. While a run goes, :func:`ood_lib.artifacts.cached` calls its ``record_stage`` for every
 stage it computes (its own seconds, without the stages computed inside it), into the file
 ``$OOD_STAGE_LOG`` names (``./run_all.sh`` sets it); :func:`timings_table` puts expected and
 actual side by side (``results/<profile>/timings.{md,csv}``).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import project_root
+from .artifacts import STAGE_LOG_ENV, project_root
 
-STAGE_LOG_ENV = "OOD_STAGE_LOG"
 COST_COLUMNS = ("stage", "what", "unit_seconds", "units", "seconds")
 
 
@@ -63,20 +61,8 @@ def plan(profile_name: str, device: str | None = None, root: Path | None = None)
     return "\n".join(lines)
 
 
-def record(stage: str, key: str, seconds: float) -> None:
-    """Append one computed stage to ``$OOD_STAGE_LOG`` (no-op when unset; a log that cannot be
-    written is reported, never a reason to lose the stage's result)."""
-    path = os.environ.get(STAGE_LOG_ENV)
-    if path:
-        try:
-            with open(path, "a") as fh:
-                fh.write(f"{stage}\t{key}\t{seconds:.2f}\n")
-        except OSError as err:
-            print(f"[timings] cannot write {STAGE_LOG_ENV}={path}: {err}")
-
-
 def read_stage_log(path) -> pd.DataFrame:
-    """The rows :func:`record` wrote: stage, key, seconds."""
+    """The rows ``artifacts.record_stage`` wrote: stage, key, seconds."""
     path = Path(path)
     if not path.exists() or not path.read_text().strip():
         return pd.DataFrame(columns=["stage", "key", "seconds"])
