@@ -23,6 +23,7 @@ from ood_lib.diagnostics import UNetEvalCounter, per_thousand
 from ood_lib.diffusion import load_unet, n_params
 from ood_lib.outliers import id_embeddings, label_mixup, latent_boundary_outliers, make_sd_outliers
 from ood_lib.report import results_dir
+from ood_lib.runtime import set_threads
 
 
 def measure(make, unet, repeats: int) -> tuple[float, int]:
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="outliers per generator and run")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    set_threads()   # the stages' thread count ($OOD_THREADS): two runs side by side must not oversubscribe
     P = get_profile(args.profile)
     b = pipeline.benchmark(P)
     pixel = load_unet(pipeline.ddpm(P))

@@ -6,6 +6,13 @@ DDPM or the latent DDPM (min-SNR weighting, v-prediction, the cosine schedule, s
 
     python benchmarks/generator_recipes.py --profile digits --candidates eps_small_800 v_minsnr_1000
     python benchmarks/generator_recipes.py --profile digits --candidates latent_600 latent_minsnr_2000
+    python benchmarks/generator_recipes.py --profile digits_nuisance --candidates ae_400 ae_wide_2000
+
+A latent DDPM can draw its class no better than its autoencoder reconstructs one, so autoencoder
+candidates (``ae_*``) are checked on that ceiling: the judge's accuracy on decode(encode(x)) of
+ID validation images, and the L1 error, to ``<out>_autoencoder.{md,csv}``. A latent candidate may
+name its autoencoder (the third element of its entry); it is trained, or loaded, as the profile's
+cached ``autoencoder`` stage.
 
 Each candidate trains from scratch in a temporary folder (the timing is training only, the
 machine's threads as set by torch) and is checked at its last step, and also at each of
@@ -25,9 +32,10 @@ from diffusers.training_utils import EMAModel
 
 from ood_lib import get_profile, pipeline
 from ood_lib.artifacts import safe_load
-from ood_lib.autoencoder import encode
+from ood_lib.autoencoder import build_autoencoder, decode, encode, load_autoencoder, train_autoencoder
 from ood_lib.config import override
 from ood_lib.diffusion import build_unet, load_unet, schedule_of, to_model_space, train_ddpm
+from ood_lib.runtime import set_threads
 
 # name -> (model, the model's section as overrides). Every candidate names its whole recipe, so a
 # candidate does not change when the profile's default does. "eps_small_800" is the cut the default
@@ -49,6 +57,16 @@ CANDIDATES = {
     "latent_minsnr_1000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 1000, **EPS_MINSNR}),
     "latent_minsnr_2000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 2000, **EPS_MINSNR}),
     "latent_wide_2000": ("latent_ddpm", {"block_out_channels": (64, 128), "steps": 2000, **EPS_MINSNR}),
+    # digits_nuisance (32x32 RGB): the latent DDPM on 16x16 latents of a two-block autoencoder
+    "latent_f2_2000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 2000, **EPS_MINSNR},
+                       {"autoencoder": {"block_out_channels": (16, 32), "steps": 2000, "batch_size": 32}}),
+    # autoencoders: the profiles' default (digits), and wider/longer ones for 32x32 RGB (digits_nuisance)
+    "ae_400": ("autoencoder", {"block_out_channels": (16, 32, 32), "steps": 400, "batch_size": 32}),
+    "ae_wide_2000": ("autoencoder", {"block_out_channels": (32, 64, 128), "steps": 2000, "batch_size": 64}),
+    # two blocks: 16x16 latents (a 2x smaller side instead of 4x)
+    "ae_f2_1000": ("autoencoder", {"block_out_channels": (16, 32), "steps": 1000, "batch_size": 32}),
+    "ae_f2_2000": ("autoencoder", {"block_out_channels": (16, 32), "steps": 2000, "batch_size": 32}),
+    "ae_f2_wide_2000": ("autoencoder", {"block_out_channels": (32, 64), "steps": 2000, "batch_size": 32}),
 }
 
 
@@ -80,13 +98,70 @@ def unet_at_checkpoint(path: Path, cfg, n_classes: int, x: torch.Tensor):
     return unet.eval()
 
 
+def candidate_profile(base, name: str):
+    """The profile a candidate trains under: its model's section (and any section it names) replaced."""
+    model, changes, *sections = CANDIDATES[name]
+    return model, override(base, **{model: changes}, **(sections[0] if sections else {}))
+
+
+def run_autoencoder(profile_name: str, name: str, eval_at, out: Path) -> pd.DataFrame:
+    """Train an autoencoder candidate from scratch and check its reconstructions of ID validation
+    at ``eval_at`` steps and its last: the judge's accuracy on them (the latent DDPM's ceiling),
+    the judge's accuracy on the originals beside it, and the mean L1 error."""
+    base = get_profile(profile_name)
+    judge = pipeline.fidelity_judge(base)[0]
+    _, profile = candidate_profile(base, name)
+    cfg = profile.autoencoder
+    b = pipeline.benchmark(profile)
+    x_val, y_val = b.id_val.x, b.id_val.y
+    real_accuracy = (judge(x_val)[0] == y_val).float().mean().item()
+    marks = sorted({s for s in eval_at if 0 < s < cfg.steps} | {cfg.steps})
+    rows, out = [], out.with_name(out.name + "_autoencoder")
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, done = 0.0, 0
+        for mark in marks:
+            t0 = time.perf_counter()
+            try:
+                ae = load_autoencoder(train_autoencoder(b.id_train.x, cfg, Path(tmp), stop_after=mark - done))
+            except KeyboardInterrupt:     # an earlier mark: the checkpoint's weights
+                ae = build_autoencoder(cfg, x_val.shape[1], x_val.shape[-1])
+                ae.load_state_dict(safe_load(Path(tmp) / "checkpoint.pt")["model"])
+                ae.eval()
+            seconds += time.perf_counter() - t0
+            done = mark
+            recon = decode(ae, encode(ae, x_val), x_val.shape[-1], channels=x_val.shape[1])
+            rows.append({"candidate": name, "step": mark, "train_seconds": round(seconds),
+                         "recon_accuracy": round(100 * (judge(recon)[0] == y_val).float().mean().item(), 1),
+                         "real_accuracy": round(100 * real_accuracy, 1),
+                         "l1": round((recon - x_val).abs().mean().item(), 4),
+                         "recipe": f"AE {'-'.join(map(str, cfg.block_out_channels))}, {cfg.steps} steps, batch "
+                                   f"{cfg.batch_size}, lr {cfg.lr:g}"})
+            print(f"{name} step {mark}: {seconds:.0f} s training; reconstructions {rows[-1]['recon_accuracy']} % "
+                  f"on-class (originals {rows[-1]['real_accuracy']} %), L1 {rows[-1]['l1']}", flush=True)
+            previous = pd.read_csv(out.with_suffix(".csv")) if out.with_suffix(".csv").exists() else None
+            df = pd.DataFrame(rows)
+            if previous is not None:      # keep other candidates' rows (one command per candidate)
+                df = pd.concat([previous[previous.candidate != name], df], ignore_index=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(out.with_suffix(".csv"), index=False)
+            out.with_suffix(".md").write_text(
+                f"Autoencoder recipes on profile `{profile_name}`, {torch.get_num_threads()} threads (torch "
+                f"{torch.__version__}): the judge's (`pipeline.fidelity_judge`) accuracy in % on decode(encode(x)) of "
+                f"the {len(x_val)} ID validation images, the latent DDPM's ceiling, beside its accuracy on the "
+                f"originals, and the mean L1 error. Command: `python benchmarks/generator_recipes.py --profile "
+                f"{profile_name} --candidates <candidate> --eval-at <steps>`\n\n" + df.to_markdown(index=False) + "\n")
+    return pd.DataFrame(rows)
+
+
 def run(profile_name: str, names, eval_at, n_per_class: int, out: Path, keep: Path | None = None) -> pd.DataFrame:
     rows = []
     base = get_profile(profile_name)
     judge = pipeline.fidelity_judge(base)[0]
     for name in names:
-        model, changes = CANDIDATES[name]
-        profile = override(base, **{model: changes})
+        if CANDIDATES[name][0] == "autoencoder":
+            run_autoencoder(profile_name, name, eval_at, out)
+            continue
+        model, profile = candidate_profile(base, name)
         cfg = getattr(profile, model)
         x, scale = training_data(profile, model)
         y = pipeline.benchmark(profile).id_train.y
@@ -149,6 +224,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default results/benchmarks/generator_recipes_<profile>")
     ap.add_argument("--keep", default=None, help="a folder for each check's UNet and samples (to look at)")
     args = ap.parse_args()
+    set_threads()   # the stages' thread count ($OOD_THREADS): two runs side by side must not oversubscribe
     out = Path(args.out or f"results/benchmarks/generator_recipes_{args.profile}")
     run(args.profile, args.candidates, args.eval_at, args.n_per_class, out, Path(args.keep) if args.keep else None)
 

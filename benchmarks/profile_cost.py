@@ -30,6 +30,7 @@ from ood_lib.autoencoder import build_autoencoder
 from ood_lib.data import DATASETS
 from ood_lib.diffusion import build_unet
 from ood_lib.train import build_model
+from ood_lib.runtime import set_threads
 
 
 def timed(step, n: int, device: str) -> float:
@@ -160,6 +161,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="default: results/benchmarks in the project")
     args = parser.parse_args(argv)
+    set_threads()   # the stages' thread count ($OOD_THREADS): two runs side by side must not oversubscribe
     P, dev = get_profile(args.profile), args.device
     df = measure(P, args.steps, dev)
     total = df.seconds.sum()
