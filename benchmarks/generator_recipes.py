@@ -15,7 +15,7 @@ name its autoencoder (the third element of its entry); it is trained, or loaded,
 cached ``autoencoder`` stage.
 
 Each candidate trains from scratch in a temporary folder (the timing is training only, the
-machine's threads as set by torch) and is checked at its last step, and also at each of
+threads of `runtime.compute_threads`, $OOD_THREADS) and is checked at its last step, and also at each of
 ``--eval-at`` (checkpoints of the same schedule, so an earlier point is not a shorter run).
 Rows go to ``<out>.{md,csv}`` after every check, so a stopped run keeps what it measured.
 """
@@ -60,6 +60,8 @@ CANDIDATES = {
     # digits_nuisance (32x32 RGB): the latent DDPM on 16x16 latents of a two-block autoencoder
     "latent_f2_2000": ("latent_ddpm", {"block_out_channels": LATENT, "steps": 2000, **EPS_MINSNR},
                        {"autoencoder": {"block_out_channels": (16, 32), "steps": 2000, "batch_size": 32}}),
+    "latent_f2_v_deep_2000": ("latent_ddpm", {"block_out_channels": (32, 64, 64), "steps": 2000, **V_MINSNR},
+                              {"autoencoder": {"block_out_channels": (16, 32), "steps": 2000, "batch_size": 32}}),
     # autoencoders: the profiles' default (digits), and wider/longer ones for 32x32 RGB (digits_nuisance)
     "ae_400": ("autoencoder", {"block_out_channels": (16, 32, 32), "steps": 400, "batch_size": 32}),
     "ae_wide_2000": ("autoencoder", {"block_out_channels": (32, 64, 128), "steps": 2000, "batch_size": 64}),
@@ -104,6 +106,16 @@ def candidate_profile(base, name: str):
     return model, override(base, **{model: changes}, **(sections[0] if sections else {}))
 
 
+def with_earlier_rows(df: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """``df`` after the rows ``<out>.csv`` already holds for other candidates: one command per
+    candidate adds to the table instead of replacing it (a candidate run again replaces its rows)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.with_suffix(".csv").exists():
+        return df
+    earlier = pd.read_csv(out.with_suffix(".csv"))
+    return pd.concat([earlier[~earlier.candidate.isin(set(df.candidate))], df], ignore_index=True)
+
+
 def run_autoencoder(profile_name: str, name: str, eval_at, out: Path) -> pd.DataFrame:
     """Train an autoencoder candidate from scratch and check its reconstructions of ID validation
     at ``eval_at`` steps and its last: the judge's accuracy on them (the latent DDPM's ceiling),
@@ -138,11 +150,7 @@ def run_autoencoder(profile_name: str, name: str, eval_at, out: Path) -> pd.Data
                                    f"{cfg.batch_size}, lr {cfg.lr:g}"})
             print(f"{name} step {mark}: {seconds:.0f} s training; reconstructions {rows[-1]['recon_accuracy']} % "
                   f"on-class (originals {rows[-1]['real_accuracy']} %), L1 {rows[-1]['l1']}", flush=True)
-            previous = pd.read_csv(out.with_suffix(".csv")) if out.with_suffix(".csv").exists() else None
-            df = pd.DataFrame(rows)
-            if previous is not None:      # keep other candidates' rows (one command per candidate)
-                df = pd.concat([previous[previous.candidate != name], df], ignore_index=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
+            df = with_earlier_rows(pd.DataFrame(rows), out)
             df.to_csv(out.with_suffix(".csv"), index=False)
             out.with_suffix(".md").write_text(
                 f"Autoencoder recipes on profile `{profile_name}`, {torch.get_num_threads()} threads (torch "
@@ -201,7 +209,7 @@ def run(profile_name: str, names, eval_at, n_per_class: int, out: Path, keep: Pa
 
 
 def write(df: pd.DataFrame, out: Path, profile_name: str, n_per_class: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    df = with_earlier_rows(df, out)
     df.to_csv(out.with_suffix(".csv"), index=False)
     shown = df.assign(**{c: (100 * df[c]).round(1) for c in ("accuracy", "min_class_accuracy", "degenerate", "noise",
                                                               "saturated", "blank")},
