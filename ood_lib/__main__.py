@@ -33,7 +33,8 @@ import sys
 import pandas as pd
 
 from . import ablations, pipeline, report
-from .config import PROFILES, get_profile, override, profile_arg
+from .config import PROFILES, override, profile_arg
+from .config_files import get_profile
 
 
 PROFILE_HELP = f"a built-in profile ({', '.join(sorted(PROFILES))}) or a .toml config file"

@@ -21,7 +21,7 @@ import pandas as pd
 from . import pipeline, report
 from .artifacts import cached, stage_key
 from .config import Profile, override
-from .data import ImageSet
+from .images import ImageSet
 from .diagnostics import regime_text
 from .diffusion import load_unet
 from .evaluation import metrics_table, score_sets

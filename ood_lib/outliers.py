@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch.utils.data import TensorDataset
 
-from .data import ImageSet
+from .images import ImageSet
 from .models import SmallCNN
 from .diffusion import denoise, diffuse, generate, mix_labels, to_image_space, to_model_space, unet_schedule
 from .runtime import progress as progress_bar

@@ -20,10 +20,11 @@ from .artifacts import Stage, cached, seconds_before, stage_key, tensor_fingerpr
 from .autoencoder import decode, encode, from_pretrained_autoencoder, load_autoencoder, train_autoencoder
 from .clustering import cluster_purity, kmeans_labels, matched_accuracy
 from .config import LOSS_FIELDS, ClassifierConfig, Profile, override
-from .data import Benchmark, data_root, load_benchmark
+from .data import load_benchmark
 from .diagnostics import UNetEvalCounter, frechet_distance, nearest_distance, per_thousand, regime_text, sd_regime as _regime
 from .diffusion import generate, load_unet, to_image_space, to_model_space, train_ddpm
 from .fidelity import FAILED, fidelity, gate
+from .images import Benchmark, data_root
 from .metrics import auroc
 from .models import predict
 from .outliers import (GENERATORS, OutlierSet, id_embeddings, label_mixup, latent_boundary_outliers,
@@ -883,7 +884,7 @@ def _needs_nuisances(profile: Profile) -> None:
 
 
 def nuisance_oracle(profile: Profile) -> dict:
-    """The ten-digit oracle (:func:`ood_lib.nuisance.train_oracle`, settings :data:`ORACLE`) with
+    """The ten-digit oracle (CE on :func:`ood_lib.nuisance.oracle_data`, settings :data:`ORACLE`) with
     its accuracy on the benchmark's ID and near-OOD test digits (``id_test_accuracy``,
     ``near_test_accuracy``): it judges
     whether an outlier's digit changed, and is never a model under test."""
@@ -895,7 +896,8 @@ def nuisance_oracle(profile: Profile) -> dict:
 
     def compute(_):
         cfg = ClassifierConfig(width=ORACLE["width"], epochs=ORACLE["epochs"], lr=ORACLE["lr"])
-        art = nuisance.train_oracle(cfg, copies=ORACLE["copies"], seed=ORACLE["seed"])
+        x, y = nuisance.oracle_data(ORACLE["copies"], ORACLE["seed"])
+        art = train_classifier(x, y, 10, cfg, loss="ce", seed=ORACLE["seed"])
         near = [v for v in b.ood_test.values() if v.group == "near" and v.y is not None]
         reader = load_classifier(art)
         for split, x, digits in (("id", b.id_test.x, _digits(b, b.id_test.y)),   # near sets keep the dataset's labels

@@ -15,7 +15,7 @@ import seaborn as sns
 import torch
 
 from .artifacts import process_role, project_root
-from .data import Benchmark
+from .images import Benchmark
 
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import STAGE_LOG_ENV, project_root
+from .artifacts import project_root
 
 COST_COLUMNS = ("stage", "what", "unit_seconds", "units", "seconds")
 

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from ood_lib.config import DataConfig
-from ood_lib.data import (CIFAR10_CLASSES, CIFAR10_SETS, DOWNLOADS, _to_array, data_root,
-                          describe_locations, load_benchmark)
+from ood_lib.data import CIFAR10_CLASSES, CIFAR10_SETS, DOWNLOADS, _to_array, describe_locations, load_benchmark
+from ood_lib.images import data_root
 
 SMALL = DataConfig(dataset="cifar10", n_train_per_class=8, n_val_per_class=2, n_test_per_class=3, n_near_val=2, n_far=5)
 N_TRAIN, N_TEST = 12, 4                      # fabricated CIFAR-10 images per class

