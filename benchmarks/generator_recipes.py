@@ -6,7 +6,8 @@ DDPM or the latent DDPM (min-SNR weighting, v-prediction, the cosine schedule, s
 
     python benchmarks/generator_recipes.py --profile digits --candidates eps_small_800 v_minsnr_1000
     python benchmarks/generator_recipes.py --profile digits --candidates latent_600 latent_minsnr_2000
-    python benchmarks/generator_recipes.py --profile digits_nuisance --candidates ae_400 ae_wide_2000
+    python benchmarks/generator_recipes.py --profile digits_nuisance --candidates ae_400 ae_f2_2000 --eval-at 1000
+    python benchmarks/generator_recipes.py --profile digits_nuisance --candidates latent_f2_v_deep_2000 --eval-at 1000
 
 A latent DDPM can draw its class no better than its autoencoder reconstructs one, so autoencoder
 candidates (``ae_*``) are checked on that ceiling: the judge's accuracy on decode(encode(x)) of
@@ -15,7 +16,7 @@ name its autoencoder (the third element of its entry); it is trained, or loaded,
 cached ``autoencoder`` stage.
 
 Each candidate trains from scratch in a temporary folder (the timing is training only, the
-threads of `runtime.compute_threads`, $OOD_THREADS) and is checked at its last step, and also at each of
+threads of ``runtime.compute_threads``, ``$OOD_THREADS``) and is checked at its last step, and also at each of
 ``--eval-at`` (checkpoints of the same schedule, so an earlier point is not a shorter run).
 Rows go to ``<out>.{md,csv}`` after every check, so a stopped run keeps what it measured.
 """
